@@ -1,0 +1,58 @@
+//! The error type of `certify-core`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Everything that can go wrong when building or running a network.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    /// A node's inputs do not have the shapes its layer needs.
+    #[error("node `{node}`: {reason}")]
+    Shape {
+        /// Name of the offending node.
+        node: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A layer parameter is invalid (zero stride, weight of the wrong length, …).
+    #[error("node `{node}`: invalid parameter: {reason}")]
+    Parameter {
+        /// Name of the offending node.
+        node: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A node refers to an input that does not precede it.
+    #[error("node `{node}` refers to input #{input}, which is not an earlier node")]
+    Topology {
+        /// Name of the offending node.
+        node: String,
+        /// The bad input index.
+        input: usize,
+    },
+    /// The data handed to a pass has the wrong length.
+    #[error("input data has {got} values, expected {expected} ({what})")]
+    DataLength {
+        /// Values given.
+        got: usize,
+        /// Values expected.
+        expected: usize,
+        /// Which buffer.
+        what: &'static str,
+    },
+    /// The data contains NaN or an infinity.
+    #[error("input data contains a non-finite value (NaN or infinity) at position {index}")]
+    NonFinite {
+        /// Flat index of the first non-finite value.
+        index: usize,
+    },
+    /// The network's output is not a vector of logits per sample.
+    #[error("the network output has per-sample shape {shape:?}; a classifier must output one vector of K ≥ 2 logits")]
+    NotAClassifier {
+        /// Per-sample output shape.
+        shape: Vec<usize>,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = core::result::Result<T, E>;

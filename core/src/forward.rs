@@ -1,0 +1,230 @@
+//! The forward pass: values of every node for a batch.
+
+use alloc::vec::Vec;
+
+use crate::error::{Error, Result};
+use crate::gemm::{gemm, Mat};
+use crate::kernels::{conv, elementwise, layout, pool};
+use crate::layer::Layer;
+use crate::network::{Network, Node};
+use crate::parallel::{for_row_blocks, for_rows};
+use crate::scalar::Float;
+
+/// The values of every node for one batch, kept for the reverse and tangent passes.
+#[derive(Clone, Debug)]
+pub struct Trace<T> {
+    batch: usize,
+    /// `values[id]` is `[batch, node size]`, empty for nodes that do not reach the output.
+    values: Vec<Vec<T>>,
+}
+
+impl<T: Float> Trace<T> {
+    /// Samples in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    /// The values of node `id`, `[batch, size]`.
+    pub fn value(&self, id: usize) -> &[T] {
+        &self.values[id]
+    }
+    /// The logits, `[batch, K]`.
+    pub fn logits(&self) -> &[T] {
+        &self.values[self.values.len() - 1]
+    }
+    /// The input batch, `[batch, D]`.
+    pub fn input(&self) -> &[T] {
+        &self.values[0]
+    }
+}
+
+pub(crate) fn check_input<T: Float>(x: &[T], expected: usize, what: &'static str) -> Result<()> {
+    if x.len() != expected {
+        return Err(Error::DataLength { got: x.len(), expected, what });
+    }
+    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { index });
+    }
+    Ok(())
+}
+
+impl<T: Float> Network<T> {
+    /// Runs the batch `x` (`[batch, D]`, row-major) and keeps every node's value.
+    ///
+    /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
+    pub fn trace(&self, x: &[T], batch: usize) -> Result<Trace<T>> {
+        self.run(x, batch, true)
+    }
+
+    /// The logits `[batch, K]` of the batch `x` (`[batch, D]`, row-major).
+    ///
+    /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
+    pub fn forward(&self, x: &[T], batch: usize) -> Result<Vec<T>> {
+        let mut t = self.run(x, batch, false)?;
+        Ok(core::mem::take(&mut t.values[self.output()]))
+    }
+
+    fn run(&self, x: &[T], batch: usize, keep: bool) -> Result<Trace<T>> {
+        check_input(x, batch * self.input_len(), "input batch")?;
+        let nodes = self.nodes();
+        let live = self.live();
+        let mut remaining = self.consumers();
+        let mut values: Vec<Vec<T>> = alloc::vec![Vec::new(); nodes.len()];
+        values[0] = x.to_vec();
+        for id in 1..nodes.len() {
+            if !live[id] {
+                continue;
+            }
+            let node = &nodes[id];
+            let ins: Vec<&[T]> = node.inputs.iter().map(|&i| values[i].as_slice()).collect();
+            let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
+            let out = forward_node(node, &shapes, &ins, batch, true);
+            if !keep {
+                for &i in &node.inputs {
+                    remaining[i] -= 1;
+                    if remaining[i] == 0 {
+                        values[i] = Vec::new();
+                    }
+                }
+            }
+            values[id] = out;
+        }
+        Ok(Trace { batch, values })
+    }
+}
+
+/// Applies one node to `rows` rows of inputs. With `with_offsets = false` every constant
+/// offset (biases, shifts, the pad value) is dropped, which turns each affine layer into its
+/// linear part: that is the tangent map of the layer. Pointwise nonlinear layers and max
+/// pooling are only meaningful with `with_offsets = true` (the tangent pass handles them).
+pub(crate) fn forward_node<T: Float>(
+    node: &Node<T>,
+    shapes: &[&[usize]],
+    ins: &[&[T]],
+    rows: usize,
+    with_offsets: bool,
+) -> Vec<T> {
+    let out_size = node.size();
+    let in_size: usize = shapes[0].iter().product();
+    let mut out = alloc::vec![T::ZERO; rows * out_size];
+    match &node.layer {
+        Layer::Input => unreachable!("the input node is never applied"),
+        Layer::Conv2d(c) => {
+            let g = conv::ConvGeom::new(shapes[0], &node.shape);
+            let x = ins[0];
+            for_rows(&mut out, out_size, Vec::new, |scratch, r, y| {
+                conv::forward_row(c, &g, &x[r * in_size..(r + 1) * in_size], y, with_offsets, scratch)
+            });
+        }
+        Layer::MaxPool2d(p) => {
+            let x = ins[0];
+            for_rows(
+                &mut out,
+                out_size,
+                || (),
+                |_, r, y| pool::max_forward(p, shapes[0], &node.shape, &x[r * in_size..(r + 1) * in_size], y, None),
+            );
+        }
+        Layer::AvgPool2d(p) => {
+            let x = ins[0];
+            for_rows(
+                &mut out,
+                out_size,
+                || (),
+                |_, r, y| pool::avg_forward(p, shapes[0], &node.shape, &x[r * in_size..(r + 1) * in_size], y),
+            );
+        }
+        Layer::GlobalAvgPool => {
+            let x = ins[0];
+            let c = shapes[0][0];
+            let hw = in_size / c;
+            let inv = T::ONE / T::from_f64(hw as f64);
+            for (r, y) in out.chunks_mut(out_size).enumerate() {
+                for (ch, v) in y.iter_mut().enumerate() {
+                    let s: T = x[r * in_size + ch * hw..r * in_size + (ch + 1) * hw].iter().copied().sum();
+                    *v = s * inv;
+                }
+            }
+        }
+        Layer::Dense(d) => {
+            let x = ins[0];
+            let lead = in_size / d.inputs;
+            for_row_blocks(&mut out, out_size, |first, block| {
+                let m = block.len() / d.outputs;
+                let xs = &x[first * in_size..first * in_size + m * d.inputs];
+                gemm(T::ONE, Mat::new(xs, m, d.inputs), Mat::new(&d.weight, d.outputs, d.inputs).t(), T::ZERO, block);
+                if with_offsets {
+                    if let Some(b) = &d.bias {
+                        for row in block.chunks_mut(d.outputs) {
+                            row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
+                        }
+                    }
+                }
+            });
+            let _ = lead;
+        }
+        Layer::Add => {
+            out.iter_mut().zip(ins[0].iter().zip(ins[1])).for_each(|(o, (&a, &b))| *o = a + b);
+        }
+        Layer::Affine(a) => {
+            for (y, x) in out.chunks_mut(out_size).zip(ins[0].chunks(in_size)) {
+                for i in 0..out_size {
+                    y[i] = x[i] * a.scale[i] + if with_offsets { a.shift[i] } else { T::ZERO };
+                }
+            }
+        }
+        Layer::BatchNorm(b) => {
+            let (scale, shift) = b.folded();
+            let c = scale.len();
+            let inner = in_size / c;
+            for (y, x) in out.chunks_mut(out_size).zip(ins[0].chunks(in_size)) {
+                for ch in 0..c {
+                    let off = if with_offsets { shift[ch] } else { T::ZERO };
+                    for i in ch * inner..(ch + 1) * inner {
+                        y[i] = x[i] * scale[ch] + off;
+                    }
+                }
+            }
+        }
+        Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
+            let layer = &node.layer;
+            out.iter_mut().zip(ins[0]).for_each(|(o, &x)| *o = elementwise::value(layer, x));
+        }
+        Layer::Reshape { .. } | Layer::Identity => out.copy_from_slice(ins[0]),
+        Layer::Concat { axis } => {
+            let (outer, out_inner) = layout::concat_blocks(&node.shape, *axis);
+            for r in 0..rows {
+                let y = &mut out[r * out_size..(r + 1) * out_size];
+                let mut offset = 0;
+                for (x, s) in ins.iter().zip(shapes) {
+                    let (_, inner) = layout::concat_blocks(s, *axis);
+                    let sz = outer * inner;
+                    let xr = &x[r * sz..(r + 1) * sz];
+                    for o in 0..outer {
+                        y[o * out_inner + offset..o * out_inner + offset + inner]
+                            .copy_from_slice(&xr[o * inner..(o + 1) * inner]);
+                    }
+                    offset += inner;
+                }
+            }
+        }
+        Layer::Pad(p) => {
+            let map = layout::pad_map(shapes[0], &p.begin, &node.shape);
+            let fill = if with_offsets { p.value } else { T::ZERO };
+            for (y, x) in out.chunks_mut(out_size).zip(ins[0].chunks(in_size)) {
+                y.iter_mut().for_each(|v| *v = fill);
+                for (i, &o) in map.iter().enumerate() {
+                    y[o] = x[i];
+                }
+            }
+        }
+        Layer::Transpose { perm } => {
+            let map = layout::transpose_map(shapes[0], perm);
+            for (y, x) in out.chunks_mut(out_size).zip(ins[0].chunks(in_size)) {
+                for (o, &i) in map.iter().enumerate() {
+                    y[o] = x[i];
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,81 @@
+//! Safe matrix-product wrappers over [`Float::gemm_raw`].
+
+use crate::scalar::Float;
+
+/// Layout of a matrix operand: dense row-major, optionally read transposed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
+    /// Rows of the stored (untransposed) matrix.
+    pub rows: usize,
+    /// Columns of the stored (untransposed) matrix.
+    pub cols: usize,
+    /// Read as its transpose.
+    pub t: bool,
+}
+
+impl<'a, T> Mat<'a, T> {
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Mat { data, rows, cols, t: false }
+    }
+    pub fn t(self) -> Self {
+        Mat { t: !self.t, ..self }
+    }
+    fn logical(&self) -> (usize, usize) {
+        if self.t {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+    fn strides(&self) -> (isize, isize) {
+        if self.t {
+            (1, self.cols as isize)
+        } else {
+            (self.cols as isize, 1)
+        }
+    }
+}
+
+/// `c ← alpha·op(a)·op(b) + beta·c`, `c` dense row-major `m×n`.
+///
+/// Panics (a programming error inside this crate) when the shapes disagree with the slices.
+pub(crate) fn gemm<T: Float>(alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c: &mut [T]) {
+    let (m, k) = a.logical();
+    let (k2, n) = b.logical();
+    assert_eq!(k, k2, "gemm inner dimensions");
+    assert!(a.data.len() >= a.rows * a.cols, "gemm lhs too short");
+    assert!(b.data.len() >= b.rows * b.cols, "gemm rhs too short");
+    assert!(c.len() >= m * n, "gemm output too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for v in &mut c[..m * n] {
+            *v = if beta == T::ZERO { T::ZERO } else { *v * beta };
+        }
+        return;
+    }
+    let (rsa, csa) = a.strides();
+    let (rsb, csb) = b.strides();
+    // SAFETY: the asserts above guarantee every index reached lies inside the slices, and `c`
+    // is a distinct `&mut` borrow so it cannot alias `a` or `b`.
+    unsafe {
+        T::gemm_raw(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            rsa,
+            csa,
+            b.data.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! 2-D convolution through im2col / col2im and matrix products.
+
+use alloc::vec::Vec;
+
+use crate::gemm::{gemm, Mat};
+use crate::layer::Conv2d;
+use crate::scalar::Float;
+
+/// Geometry of one convolution applied to a `[C, H, W]` input.
+pub(crate) struct ConvGeom {
+    pub h: usize,
+    pub w: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeom {
+    pub fn new(in_shape: &[usize], out_shape: &[usize]) -> Self {
+        ConvGeom { h: in_shape[1], w: in_shape[2], ho: out_shape[1], wo: out_shape[2] }
+    }
+}
+
+/// Rows of the im2col matrix per group: `(in_channels / groups)·kh·kw`.
+fn col_rows<T>(c: &Conv2d<T>) -> usize {
+    (c.in_channels / c.groups) * c.kernel[0] * c.kernel[1]
+}
+
+/// Scratch length needed by [`forward_row`] and [`backward_row`].
+pub(crate) fn scratch_len<T>(c: &Conv2d<T>, g: &ConvGeom) -> usize {
+    col_rows(c) * c.groups * g.ho * g.wo
+}
+
+/// Fills `cols` (`[Cin·kh·kw, Ho·Wo]`) from `x` (`[Cin, H, W]`), zero where the window is in
+/// the padding.
+fn im2col<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T], cols: &mut [T]) {
+    let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let npos = g.ho * g.wo;
+    for ci in 0..c.in_channels {
+        let xc = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = (ci * kh + ki) * kw + kj;
+                let dst = &mut cols[row * npos..(row + 1) * npos];
+                for oy in 0..g.ho {
+                    let iy = (oy * c.stride[0] + ki * c.dilation[0]) as isize - c.padding[0] as isize;
+                    let d = &mut dst[oy * g.wo..(oy + 1) * g.wo];
+                    if iy < 0 || iy >= g.h as isize {
+                        d.iter_mut().for_each(|v| *v = T::ZERO);
+                        continue;
+                    }
+                    let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (ox, v) in d.iter_mut().enumerate() {
+                        let ix = (ox * c.stride[1] + kj * c.dilation[1]) as isize - c.padding[1] as isize;
+                        *v = if ix < 0 || ix >= g.w as isize { T::ZERO } else { src[ix as usize] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the columns back onto the image: the adjoint of [`im2col`].
+fn col2im<T: Float>(c: &Conv2d<T>, g: &ConvGeom, cols: &[T], dx: &mut [T]) {
+    let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let npos = g.ho * g.wo;
+    dx.iter_mut().for_each(|v| *v = T::ZERO);
+    for ci in 0..c.in_channels {
+        let xc = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = (ci * kh + ki) * kw + kj;
+                let src = &cols[row * npos..(row + 1) * npos];
+                for oy in 0..g.ho {
+                    let iy = (oy * c.stride[0] + ki * c.dilation[0]) as isize - c.padding[0] as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let d = &mut xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for ox in 0..g.wo {
+                        let ix = (ox * c.stride[1] + kj * c.dilation[1]) as isize - c.padding[1] as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            d[ix as usize] += src[oy * g.wo + ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x) (+ bias)` for one sample; `scratch` has [`scratch_len`] values.
+pub(crate) fn forward_row<T: Float>(
+    c: &Conv2d<T>,
+    g: &ConvGeom,
+    x: &[T],
+    y: &mut [T],
+    with_bias: bool,
+    scratch: &mut Vec<T>,
+) {
+    let npos = g.ho * g.wo;
+    scratch.resize(scratch_len(c, g), T::ZERO);
+    im2col(c, g, x, scratch);
+    let kr = col_rows(c);
+    let og = c.out_channels / c.groups;
+    for grp in 0..c.groups {
+        let w = Mat::new(&c.weight[grp * og * kr..(grp + 1) * og * kr], og, kr);
+        let cols = Mat::new(&scratch[grp * kr * npos..(grp + 1) * kr * npos], kr, npos);
+        gemm(T::ONE, w, cols, T::ZERO, &mut y[grp * og * npos..(grp + 1) * og * npos]);
+    }
+    if with_bias {
+        if let Some(b) = &c.bias {
+            for (o, &bo) in b.iter().enumerate() {
+                y[o * npos..(o + 1) * npos].iter_mut().for_each(|v| *v += bo);
+            }
+        }
+    }
+}
+
+/// `dx = convᵀ(dy)` for one cotangent row.
+pub(crate) fn backward_row<T: Float>(c: &Conv2d<T>, g: &ConvGeom, dy: &[T], dx: &mut [T], scratch: &mut Vec<T>) {
+    let npos = g.ho * g.wo;
+    scratch.resize(scratch_len(c, g), T::ZERO);
+    let kr = col_rows(c);
+    let og = c.out_channels / c.groups;
+    for grp in 0..c.groups {
+        let w = Mat::new(&c.weight[grp * og * kr..(grp + 1) * og * kr], og, kr);
+        let d = Mat::new(&dy[grp * og * npos..(grp + 1) * og * npos], og, npos);
+        gemm(T::ONE, w.t(), d, T::ZERO, &mut scratch[grp * kr * npos..(grp + 1) * kr * npos]);
+    }
+    col2im(c, g, scratch, dx);
+}

@@ -1,0 +1,69 @@
+//! Pointwise activations: values and derivatives.
+
+use crate::layer::Layer;
+use crate::scalar::Float;
+
+fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+/// The activation's value at `x`. Only called for pointwise nonlinear layers.
+#[inline]
+pub(crate) fn value<T: Float>(layer: &Layer<T>, x: T) -> T {
+    match layer {
+        Layer::Relu => x.max(T::ZERO),
+        Layer::LeakyRelu { alpha } => {
+            if x > T::ZERO {
+                x
+            } else {
+                *alpha * x
+            }
+        }
+        Layer::Sigmoid => sigmoid(x),
+        Layer::Tanh => x.tanh(),
+        Layer::Clip { min, max } => x.max(*min).min(*max),
+        _ => x,
+    }
+}
+
+/// The activation's derivative at `x` (ReLU and Clip: 0 at the kinks, as PyTorch).
+#[inline]
+pub(crate) fn derivative<T: Float>(layer: &Layer<T>, x: T) -> T {
+    match layer {
+        Layer::Relu => {
+            if x > T::ZERO {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        Layer::LeakyRelu { alpha } => {
+            if x > T::ZERO {
+                T::ONE
+            } else {
+                *alpha
+            }
+        }
+        Layer::Sigmoid => {
+            let s = sigmoid(x);
+            s * (T::ONE - s)
+        }
+        Layer::Tanh => {
+            let t = x.tanh();
+            T::ONE - t * t
+        }
+        Layer::Clip { min, max } => {
+            if x > *min && x < *max {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        _ => T::ONE,
+    }
+}

@@ -1,0 +1,6 @@
+//! Per-sample compute kernels used by the passes.
+
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod layout;
+pub(crate) mod pool;

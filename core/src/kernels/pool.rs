@@ -1,0 +1,91 @@
+//! Max and average pooling, per sample `[C, H, W]`.
+
+use crate::layer::Pool2d;
+use crate::scalar::Float;
+
+/// Visits every output cell: `f(channel, out_index, window cells)` where the window cells are
+/// flat input indices inside the image (padding excluded) and `count` is the divisor for
+/// average pooling.
+#[inline]
+fn windows<F: FnMut(usize, &mut dyn Iterator<Item = usize>, usize)>(
+    p: &Pool2d,
+    inp: &[usize],
+    out: &[usize],
+    mut f: F,
+) {
+    let (c, h, w) = (inp[0], inp[1], inp[2]);
+    let (ho, wo) = (out[1], out[2]);
+    for ch in 0..c {
+        for oy in 0..ho {
+            let y0 = (oy * p.stride[0]) as isize - p.padding[0] as isize;
+            let y1 = y0 + p.kernel[0] as isize;
+            let ya = y0.max(0) as usize;
+            let yb = (y1.min(h as isize)).max(0) as usize;
+            for ox in 0..wo {
+                let x0 = (ox * p.stride[1]) as isize - p.padding[1] as isize;
+                let x1 = x0 + p.kernel[1] as isize;
+                let xa = x0.max(0) as usize;
+                let xb = (x1.min(w as isize)).max(0) as usize;
+                let count = if p.count_include_pad {
+                    // Padded cells count, but not cells past the padded extent (ceil mode).
+                    let yl = (y1.min((h + p.padding[2]) as isize) - y0) as usize;
+                    let xl = (x1.min((w + p.padding[3]) as isize) - x0) as usize;
+                    yl * xl
+                } else {
+                    (yb.saturating_sub(ya)) * (xb.saturating_sub(xa))
+                };
+                let base = ch * h * w;
+                let mut cells = (ya..yb).flat_map(move |y| (xa..xb).map(move |x| base + y * w + x));
+                f((ch * ho + oy) * wo + ox, &mut cells, count);
+            }
+        }
+    }
+}
+
+/// Max pooling of one sample; the index of the winner (first maximum in scan order) of each
+/// window is written to `arg` when given.
+pub(crate) fn max_forward<T: Float>(
+    p: &Pool2d,
+    inp: &[usize],
+    out: &[usize],
+    x: &[T],
+    y: &mut [T],
+    mut arg: Option<&mut [usize]>,
+) {
+    windows(p, inp, out, |o, cells, _| {
+        let mut best = usize::MAX;
+        let mut bv = T::ZERO;
+        for i in cells {
+            if best == usize::MAX || x[i] > bv {
+                best = i;
+                bv = x[i];
+            }
+        }
+        y[o] = bv;
+        if let Some(a) = arg.as_deref_mut() {
+            a[o] = best;
+        }
+    });
+}
+
+/// Average pooling of one sample (also its own tangent map: it is linear).
+pub(crate) fn avg_forward<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], x: &[T], y: &mut [T]) {
+    windows(p, inp, out, |o, cells, count| {
+        let s: T = cells.map(|i| x[i]).sum();
+        y[o] = if count == 0 { T::ZERO } else { s / T::from_f64(count as f64) };
+    });
+}
+
+/// Adjoint of [`avg_forward`].
+pub(crate) fn avg_backward<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], dy: &[T], dx: &mut [T]) {
+    dx.iter_mut().for_each(|v| *v = T::ZERO);
+    windows(p, inp, out, |o, cells, count| {
+        if count == 0 {
+            return;
+        }
+        let g = dy[o] / T::from_f64(count as f64);
+        for i in cells {
+            dx[i] += g;
+        }
+    });
+}

@@ -1,0 +1,53 @@
+//! Row-parallel loops: rayon with the `std` feature, plain loops without it.
+
+/// Calls `f(scratch, row_index, row)` for every `row_len`-sized chunk of `out`, in parallel
+/// when threads are available; each worker gets its own scratch from `init`.
+pub(crate) fn for_rows<T, S, I, F>(out: &mut [T], row_len: usize, init: I, f: F)
+where
+    T: Send,
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize, &mut [T]) + Sync + Send,
+{
+    if row_len == 0 || out.is_empty() {
+        return;
+    }
+    #[cfg(feature = "std")]
+    {
+        use rayon::prelude::*;
+        let rows = out.len() / row_len;
+        if rows > 1 && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(row_len).enumerate().for_each_init(init, |s, (i, row)| f(s, i, row));
+            return;
+        }
+    }
+    let mut s = init();
+    for (i, row) in out.chunks_mut(row_len).enumerate() {
+        f(&mut s, i, row);
+    }
+}
+
+/// Splits `out` (`rows` rows of `row_len`) into about one block of whole rows per thread and
+/// calls `f(first_row, block)` on each, in parallel when threads are available.
+pub(crate) fn for_row_blocks<T, F>(out: &mut [T], row_len: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    if row_len == 0 || out.is_empty() {
+        return;
+    }
+    let rows = out.len() / row_len;
+    #[cfg(feature = "std")]
+    {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        if rows > 1 && threads > 1 {
+            // Blocks of at least 8 rows keep each matrix product efficient.
+            let per = rows.div_ceil(threads).max(8);
+            out.par_chunks_mut(per * row_len).enumerate().for_each(|(i, block)| f(i * per, block));
+            return;
+        }
+    }
+    let _ = rows;
+    f(0, out);
+}

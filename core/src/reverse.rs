@@ -1,0 +1,175 @@
+//! Reverse mode: vector-Jacobian products `uᵀ·J` for several cotangents per sample.
+
+use alloc::vec::Vec;
+
+use crate::error::{Error, Result};
+use crate::forward::{check_input, Trace};
+use crate::gemm::{gemm, Mat};
+use crate::kernels::{conv, elementwise, layout, pool};
+use crate::layer::Layer;
+use crate::network::Network;
+use crate::parallel::{for_row_blocks, for_rows};
+use crate::scalar::Float;
+use crate::tangent::maxpool_argmax;
+
+fn accumulate<T: Float>(slot: &mut Option<Vec<T>>, g: Vec<T>) {
+    match slot {
+        Some(acc) => acc.iter_mut().zip(g).for_each(|(a, b)| *a += b),
+        None => *slot = Some(g),
+    }
+}
+
+impl<T: Float> Network<T> {
+    /// Vector-Jacobian products at the points of `trace`: `cotangents` holds `rows` vectors `u`
+    /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
+    pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
+        let batch = trace.batch();
+        check_input(cotangents, batch * rows * self.num_classes(), "cotangents")?;
+        if rows == 0 {
+            return Err(Error::DataLength { got: 0, expected: 1, what: "cotangent rows per sample" });
+        }
+        let n_rows = batch * rows;
+        let nodes = self.nodes();
+        let mut grads: Vec<Option<Vec<T>>> = alloc::vec![None; nodes.len()];
+        grads[self.output()] = Some(cotangents.to_vec());
+        for id in (1..nodes.len()).rev() {
+            let Some(dy) = grads[id].take() else { continue };
+            let node = &nodes[id];
+            let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
+            let in_size: usize = shapes[0].iter().product();
+            let out_size = node.size();
+            let first = node.inputs[0];
+            match &node.layer {
+                Layer::Input => unreachable!("node 0 is the only input"),
+                Layer::Conv2d(c) => {
+                    let g = conv::ConvGeom::new(shapes[0], &node.shape);
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for_rows(&mut dx, in_size, Vec::new, |scratch, r, dxr| {
+                        conv::backward_row(c, &g, &dy[r * out_size..(r + 1) * out_size], dxr, scratch)
+                    });
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::MaxPool2d(p) => {
+                    let arg = maxpool_argmax(p, shapes[0], &node.shape, trace.value(first), batch);
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for (r, dxr) in dx.chunks_mut(in_size).enumerate() {
+                        let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
+                        for (&i, &g) in a.iter().zip(&dy[r * out_size..(r + 1) * out_size]) {
+                            dxr[i] += g;
+                        }
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::AvgPool2d(p) => {
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for (r, dxr) in dx.chunks_mut(in_size).enumerate() {
+                        pool::avg_backward(p, shapes[0], &node.shape, &dy[r * out_size..(r + 1) * out_size], dxr);
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::GlobalAvgPool => {
+                    let c = shapes[0][0];
+                    let hw = in_size / c;
+                    let inv = T::ONE / T::from_f64(hw as f64);
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for (r, dxr) in dx.chunks_mut(in_size).enumerate() {
+                        for ch in 0..c {
+                            let g = dy[r * out_size + ch] * inv;
+                            dxr[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v = g);
+                        }
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::Dense(d) => {
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for_row_blocks(&mut dx, in_size, |first_row, block| {
+                        let m = block.len() / d.inputs;
+                        let g = &dy[first_row * out_size..first_row * out_size + m * d.outputs];
+                        gemm(
+                            T::ONE,
+                            Mat::new(g, m, d.outputs),
+                            Mat::new(&d.weight, d.outputs, d.inputs),
+                            T::ZERO,
+                            block,
+                        );
+                    });
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::Add => {
+                    accumulate(&mut grads[node.inputs[1]], dy.clone());
+                    accumulate(&mut grads[first], dy);
+                }
+                Layer::Affine(a) => {
+                    let mut dx = dy;
+                    for row in dx.chunks_mut(in_size) {
+                        row.iter_mut().zip(&a.scale).for_each(|(v, &s)| *v *= s);
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::BatchNorm(b) => {
+                    let (scale, _) = b.folded();
+                    let inner = in_size / scale.len();
+                    let mut dx = dy;
+                    for row in dx.chunks_mut(in_size) {
+                        for (ch, &s) in scale.iter().enumerate() {
+                            row[ch * inner..(ch + 1) * inner].iter_mut().for_each(|v| *v *= s);
+                        }
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
+                    let primal = trace.value(first);
+                    let mut dx = dy;
+                    for (r, row) in dx.chunks_mut(in_size).enumerate() {
+                        let p = &primal[(r / rows) * in_size..(r / rows + 1) * in_size];
+                        for i in 0..in_size {
+                            row[i] *= elementwise::derivative(&node.layer, p[i]);
+                        }
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::Reshape { .. } | Layer::Identity => accumulate(&mut grads[first], dy),
+                Layer::Concat { axis } => {
+                    let (outer, out_inner) = layout::concat_blocks(&node.shape, *axis);
+                    let mut offset = 0;
+                    for (&input, s) in node.inputs.iter().zip(&shapes) {
+                        let (_, inner) = layout::concat_blocks(s, *axis);
+                        let sz = outer * inner;
+                        let mut dx = alloc::vec![T::ZERO; n_rows * sz];
+                        for (r, dxr) in dx.chunks_mut(sz).enumerate() {
+                            let y = &dy[r * out_size..(r + 1) * out_size];
+                            for o in 0..outer {
+                                dxr[o * inner..(o + 1) * inner]
+                                    .copy_from_slice(&y[o * out_inner + offset..o * out_inner + offset + inner]);
+                            }
+                        }
+                        offset += inner;
+                        accumulate(&mut grads[input], dx);
+                    }
+                }
+                Layer::Pad(p) => {
+                    let map = layout::pad_map(shapes[0], &p.begin, &node.shape);
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for (dxr, y) in dx.chunks_mut(in_size).zip(dy.chunks(out_size)) {
+                        for (i, &o) in map.iter().enumerate() {
+                            dxr[i] = y[o];
+                        }
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+                Layer::Transpose { perm } => {
+                    let map = layout::transpose_map(shapes[0], perm);
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    for (dxr, y) in dx.chunks_mut(in_size).zip(dy.chunks(out_size)) {
+                        for (o, &i) in map.iter().enumerate() {
+                            dxr[i] = y[o];
+                        }
+                    }
+                    accumulate(&mut grads[first], dx);
+                }
+            }
+        }
+        // An input that does not reach the output has a zero gradient.
+        Ok(grads[0].take().unwrap_or_else(|| alloc::vec![T::ZERO; n_rows * self.input_len()]))
+    }
+}

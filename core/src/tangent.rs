@@ -1,0 +1,107 @@
+//! Forward mode: Jacobian-vector products `J·v` for several tangents per sample.
+
+use alloc::vec::Vec;
+
+use crate::error::{Error, Result};
+use crate::forward::{check_input, forward_node, Trace};
+use crate::kernels::{elementwise, pool};
+use crate::layer::Layer;
+use crate::network::Network;
+use crate::scalar::Float;
+
+/// For each sample, the flat input index that wins each max-pooling window.
+pub(crate) fn maxpool_argmax<T: Float>(
+    p: &crate::layer::Pool2d,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    x: &[T],
+    batch: usize,
+) -> Vec<usize> {
+    let in_size: usize = in_shape.iter().product();
+    let out_size: usize = out_shape.iter().product();
+    let mut arg = alloc::vec![0usize; batch * out_size];
+    let mut y = alloc::vec![T::ZERO; out_size];
+    for b in 0..batch {
+        pool::max_forward(
+            p,
+            in_shape,
+            out_shape,
+            &x[b * in_size..(b + 1) * in_size],
+            &mut y,
+            Some(&mut arg[b * out_size..(b + 1) * out_size]),
+        );
+    }
+    arg
+}
+
+impl<T: Float> Network<T> {
+    /// Jacobian-vector products at the points of `trace`: `tangents` holds `rows` tangent
+    /// vectors per sample (`[batch, rows, D]`); returns `J(x_b)·v` as `[batch, rows, K]`.
+    pub fn jvp(&self, trace: &Trace<T>, tangents: &[T], rows: usize) -> Result<Vec<T>> {
+        let batch = trace.batch();
+        check_input(tangents, batch * rows * self.input_len(), "tangents")?;
+        if rows == 0 {
+            return Err(Error::DataLength { got: 0, expected: 1, what: "tangent rows per sample" });
+        }
+        let nodes = self.nodes();
+        let live = self.live();
+        let mut t: Vec<Vec<T>> = alloc::vec![Vec::new(); nodes.len()];
+        t[0] = tangents.to_vec();
+        for id in 1..nodes.len() {
+            if !live[id] {
+                continue;
+            }
+            let node = &nodes[id];
+            let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
+            let in_size: usize = shapes[0].iter().product();
+            let out_size = node.size();
+            let out = match &node.layer {
+                Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
+                    let primal = trace.value(node.inputs[0]);
+                    let tin = &t[node.inputs[0]];
+                    let mut out = alloc::vec![T::ZERO; batch * rows * in_size];
+                    for (r, (o, ti)) in out.chunks_mut(in_size).zip(tin.chunks(in_size)).enumerate() {
+                        let p = &primal[(r / rows) * in_size..(r / rows + 1) * in_size];
+                        for i in 0..in_size {
+                            o[i] = ti[i] * elementwise::derivative(&node.layer, p[i]);
+                        }
+                    }
+                    out
+                }
+                Layer::MaxPool2d(p) => {
+                    let arg = maxpool_argmax(p, shapes[0], &node.shape, trace.value(node.inputs[0]), batch);
+                    let tin = &t[node.inputs[0]];
+                    let mut out = alloc::vec![T::ZERO; batch * rows * out_size];
+                    for (r, o) in out.chunks_mut(out_size).enumerate() {
+                        let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
+                        let ti = &tin[r * in_size..(r + 1) * in_size];
+                        let base = (r / rows) * in_size;
+                        let _ = base;
+                        for (v, &i) in o.iter_mut().zip(a) {
+                            *v = ti[i];
+                        }
+                    }
+                    out
+                }
+                Layer::Input => unreachable!("node 0 is the only input"),
+                Layer::Conv2d(_)
+                | Layer::AvgPool2d(_)
+                | Layer::GlobalAvgPool
+                | Layer::Dense(_)
+                | Layer::Add
+                | Layer::Affine(_)
+                | Layer::BatchNorm(_)
+                | Layer::Reshape { .. }
+                | Layer::Concat { .. }
+                | Layer::Pad(_)
+                | Layer::Transpose { .. }
+                | Layer::Identity => {
+                    let ins: Vec<&[T]> = node.inputs.iter().map(|&i| t[i].as_slice()).collect();
+                    forward_node(node, &shapes, &ins, batch * rows, false)
+                }
+            };
+            t[id] = out;
+        }
+        Ok(core::mem::take(&mut t[self.output()]))
+    }
+}
