@@ -1,1 +1,40 @@
-fn main() {}
+//! `certify`: per-input robustness figures and attacks for ONNX classifiers.
+//!
+//! Exit status: 0 on success, 2 on any error (one line on stderr naming the file and the
+//! problem). Results go to stdout; progress and logs to stderr.
+
+mod args;
+mod certify_cmd;
+mod input;
+mod report;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = args::Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if args.quiet {
+        "warn"
+    } else {
+        "info"
+    }))
+    .format_timestamp(None)
+    .format_target(false)
+    .init();
+    match certify_cmd::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`certify … | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let _ = writeln!(std::io::stderr(), "certify: error: {}", msg.replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -3,12 +3,18 @@
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
-use crate::gemm::{gemm, Mat};
+use crate::gemm::{dot, gemm, Mat};
 use crate::kernels::{conv, elementwise, layout, pool};
 use crate::layer::Layer;
 use crate::network::{Network, Node};
 use crate::parallel::{for_row_blocks, for_rows};
 use crate::scalar::Float;
+
+/// Up to this many matrix rows, dense layers use matrix-vector products instead of a packed
+/// matrix product (which would repack the whole weight matrix for a handful of rows).
+const SMALL_BATCH: usize = 4;
+/// Output features per parallel task in matrix-vector products.
+const GEMV_CHUNK: usize = 64;
 
 /// The values of every node for one batch, kept for the reverse and tangent passes.
 #[derive(Clone, Debug)]
@@ -111,9 +117,13 @@ pub(crate) fn forward_node<T: Float>(
         Layer::Conv2d(c) => {
             let g = conv::ConvGeom::new(shapes[0], &node.shape);
             let x = ins[0];
-            for_rows(&mut out, out_size, Vec::new, |scratch, r, y| {
-                conv::forward_row(c, &g, &x[r * in_size..(r + 1) * in_size], y, with_offsets, scratch)
-            });
+            if rows == 1 && c.groups == 1 {
+                conv::forward_single_split(c, &g, x, &mut out, with_offsets);
+            } else {
+                for_rows(&mut out, out_size, Vec::new, |scratch, r, y| {
+                    conv::forward_row(c, &g, &x[r * in_size..(r + 1) * in_size], y, with_offsets, scratch)
+                });
+            }
         }
         Layer::MaxPool2d(p) => {
             let x = ins[0];
@@ -147,20 +157,42 @@ pub(crate) fn forward_node<T: Float>(
         }
         Layer::Dense(d) => {
             let x = ins[0];
-            let lead = in_size / d.inputs;
-            for_row_blocks(&mut out, out_size, |first, block| {
-                let m = block.len() / d.outputs;
-                let xs = &x[first * in_size..first * in_size + m * d.inputs];
-                gemm(T::ONE, Mat::new(xs, m, d.inputs), Mat::new(&d.weight, d.outputs, d.inputs).t(), T::ZERO, block);
-                if with_offsets {
-                    if let Some(b) = &d.bias {
-                        for row in block.chunks_mut(d.outputs) {
-                            row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
-                        }
+            let m_total = rows * (in_size / d.inputs);
+            if m_total <= SMALL_BATCH {
+                // Matrix-vector products: stream the weights once, split over output features.
+                for (xr, yr) in x.chunks(d.inputs).zip(out.chunks_mut(d.outputs)) {
+                    for_rows(
+                        yr,
+                        GEMV_CHUNK,
+                        || (),
+                        |_, c, ys| {
+                            for (j, y) in ys.iter_mut().enumerate() {
+                                let o = c * GEMV_CHUNK + j;
+                                *y = dot(xr, &d.weight[o * d.inputs..(o + 1) * d.inputs]);
+                            }
+                        },
+                    );
+                }
+            } else {
+                for_row_blocks(&mut out, out_size, |first, block| {
+                    let m = block.len() / d.outputs;
+                    let xs = &x[first * in_size..first * in_size + m * d.inputs];
+                    gemm(
+                        T::ONE,
+                        Mat::new(xs, m, d.inputs),
+                        Mat::new(&d.weight, d.outputs, d.inputs).t(),
+                        T::ZERO,
+                        block,
+                    );
+                });
+            }
+            if with_offsets {
+                if let Some(b) = &d.bias {
+                    for row in out.chunks_mut(d.outputs) {
+                        row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
                     }
                 }
-            });
-            let _ = lead;
+            }
         }
         Layer::Add => {
             out.iter_mut().zip(ins[0].iter().zip(ins[1])).for_each(|(o, (&a, &b))| *o = a + b);

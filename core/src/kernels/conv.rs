@@ -129,3 +129,32 @@ pub(crate) fn backward_row<T: Float>(c: &Conv2d<T>, g: &ConvGeom, dy: &[T], dx: 
     }
     col2im(c, g, scratch, dx);
 }
+
+/// [`forward_row`] for a lone sample: one im2col, then the output channels split over threads
+/// (the per-sample parallelism of a batch is not available). Requires `groups == 1`.
+pub(crate) fn forward_single_split<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T], y: &mut [T], with_bias: bool) {
+    debug_assert_eq!(c.groups, 1);
+    let npos = g.ho * g.wo;
+    let mut cols = alloc::vec![T::ZERO; scratch_len(c, g)];
+    im2col(c, g, x, &mut cols);
+    let kr = col_rows(c);
+    const CH: usize = 8;
+    crate::parallel::for_rows(
+        y,
+        CH * npos,
+        || (),
+        |_, blk, yb| {
+            let o0 = blk * CH;
+            let oc = yb.len() / npos;
+            let w = Mat::new(&c.weight[o0 * kr..(o0 + oc) * kr], oc, kr);
+            gemm(T::ONE, w, Mat::new(&cols, kr, npos), T::ZERO, yb);
+            if with_bias {
+                if let Some(b) = &c.bias {
+                    for (i, row) in yb.chunks_mut(npos).enumerate() {
+                        row.iter_mut().for_each(|v| *v += b[o0 + i]);
+                    }
+                }
+            }
+        },
+    );
+}

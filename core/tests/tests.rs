@@ -1,0 +1,11 @@
+//! Integration tests of `certify-core`: property tests of the forward, reverse and tangent passes
+//! on random small networks (every layer kind), forward values against direct loops, and error
+//! cases. One test binary; the modules live beside this file.
+//!
+//! `PROPTEST_CASES=N cargo test --release -p certify-core` runs N cases per property (default 64).
+
+mod checks;
+mod errors;
+mod properties;
+mod reference;
+mod strategies;

@@ -1,0 +1,4 @@
+mod bad_input;
+mod fixtures;
+mod harness;
+mod shared_models;

@@ -1,0 +1,5 @@
+//! Integration tests of `certify-onnx`: the shared real models, golden fixtures built in Rust,
+//! and malformed inputs.
+
+mod cases;
+mod support;
