@@ -26,7 +26,7 @@ pub struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "deepfool,fgsm,jsma")]
     pub attacks: Vec<Attack>,
     /// FGSM strengths ε, in pixel units (after --scale, before --mean/--std).
-    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3")]
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3", allow_hyphen_values = true)]
     pub eps: Vec<f64>,
     /// JSMA change per step, in pixel units (θ; negative decreases pixels). Several values
     /// give a JSMA accuracy per value; the per-input fields report the first.

@@ -231,7 +231,11 @@ impl Summary {
         writeln!(w, "  curvature proxy ≤ ‖J‖²‖x‖²            {:.1}%", 100.0 * self.frac_curvature_within_bound)?;
         if self.rho_adv.is_some() {
             writeln!(w, "  DeepFool ρ̂_adv = mean ‖r‖/‖x‖         {}", f(self.rho_adv))?;
-            writeln!(w, "  DeepFool success rate                 {}", f(self.deepfool_success_rate))?;
+            writeln!(
+                w,
+                "  DeepFool success rate (%)             {}",
+                f(self.deepfool_success_rate.map(|v| 100.0 * v))
+            )?;
             writeln!(
                 w,
                 "  DeepFool distance mean / median       {} / {}",

@@ -569,6 +569,19 @@ impl<'g> Importer<'g> {
                 }
                 self.push(name, Layer::LeakyRelu { alpha }, &[x])
             }
+            "PRelu" => {
+                let x = self.rt(c, ins, 0)?;
+                let slope = self.cst(c, ins, 1, "slope")?;
+                let v = slope.finite_f32()?;
+                match v.first() {
+                    Some(&alpha) if v.iter().all(|&s| s == alpha) => self.push(name, Layer::LeakyRelu { alpha }, &[x]),
+                    _ => Err(c.unsupported(format!(
+                        "PRelu with several different slopes (`{}`, shape {:?}) is not supported; only a single slope \
+                         (a LeakyRelu) is",
+                        slope.origin, slope.dims
+                    ))),
+                }
+            }
             "Clip" => self.clip(c, a, ins),
             "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
                 let x = self.rt(c, ins, 0)?;

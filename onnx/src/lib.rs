@@ -56,7 +56,7 @@ pub use error::{Error, Result};
 /// The ONNX operators the importer supports, as listed in error messages.
 pub const SUPPORTED_OPS: &str = "Conv (2-D), MaxPool, AveragePool, GlobalAveragePool, ReduceMean (over all spatial \
      axes), Gemm, MatMul (by a constant), Add, Sub, Mul, Div (with a constant operand; Add/Sub of two tensors of \
-     equal shape), Neg, BatchNormalization, Relu, LeakyRelu, Sigmoid, Tanh, Clip, Flatten, Reshape, Squeeze, \
+     equal shape), Neg, BatchNormalization, Relu, LeakyRelu, PRelu (one slope), Sigmoid, Tanh, Clip, Flatten, Reshape, Squeeze, \
      Unsqueeze, Concat, Pad (constant mode), Transpose (keeping the batch axis first), Dropout, Identity, Cast (to \
      float), Constant, and a final Softmax/LogSoftmax (stripped); on constants only (shape computations): Shape, \
      Gather, Slice, Cast, Concat, Unsqueeze, Squeeze, Reshape, Flatten, Transpose, Add, Sub, Mul, Div, Neg";

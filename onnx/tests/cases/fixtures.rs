@@ -94,6 +94,12 @@ fn shape_chains_are_folded() {
         assert_eq!(reshape.shape, vec![16]);
         assert_eq!(kinds(&im).iter().filter(|k| **k == "Add").count(), 2);
     }
+    for opset in [9, 13] {
+        let im = import(&support::residual_cifar(opset, Head::ShapeSlice));
+        assert_eq!(im.network.output_shape(), &[10]);
+    }
+    let im = import(&support::vnn_flatten_axis0());
+    assert!(im.notes.iter().any(|n| n.contains("axis 0")), "{:?}", im.notes);
     let im = import(&support::residual_cifar(13, Head::ReduceMean));
     assert!(kinds(&im).contains(&"GlobalAvgPool"));
 }
@@ -198,4 +204,15 @@ fn testdata_files_are_up_to_date() {
         let im = certify_onnx::import_path(&path).expect("import testdata");
         assert_eq!(im.network.num_classes(), 10);
     }
+}
+
+#[test]
+fn squeeze_without_axes_keeps_the_batch_axis() {
+    let mut g = GraphBuilder::new(11, 5);
+    let x = g.input("x", &[Dim::Sym("N"), Dim::Fixed(1), Dim::Fixed(10), Dim::Fixed(1)]);
+    let x = g.node("Squeeze", &[&x], vec![]);
+    let x = g.gemm(&x, 10, 10, true);
+    g.output(&x);
+    let im = import(&g.build("squeeze-all"));
+    assert_eq!(im.network.nodes()[1].shape, vec![10]);
 }

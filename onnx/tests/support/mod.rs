@@ -344,6 +344,8 @@ pub enum Head {
     ShapeChain,
     /// ReduceMean over the spatial axes (keepdims 0).
     ReduceMean,
+    /// GlobalAveragePool + Reshape whose target is Shape → Slice `[0:1]` → Concat `[-1]`.
+    ShapeSlice,
 }
 
 /// CIFAR-shaped residual CNN `[N, 3, 32, 32]`: Conv-BN-Relu blocks with Add skips.
@@ -390,6 +392,20 @@ pub fn residual_cifar(opset: i64, head: Head) -> ModelProto {
             g.node("Reshape", &[&p, &target], vec![])
         }
         Head::ReduceMean => g.node("ReduceMean", &[&x4], vec![ais("axes", &[2, 3]), ai("keepdims", 0)]),
+        Head::ShapeSlice => {
+            let p = g.node("GlobalAveragePool", &[&x4], vec![]);
+            let shape = g.node("Shape", &[&p], vec![]);
+            let n = if opset < 10 {
+                g.node("Slice", &[&shape], vec![ais("starts", &[0]), ais("ends", &[1]), ais("axes", &[0])])
+            } else {
+                let starts = g.ints("starts", &[1], &[-4]);
+                let ends = g.ints("ends", &[1], &[-3]);
+                g.node("Slice", &[&shape, &starts, &ends], vec![])
+            };
+            let minus1 = g.ints("minus1", &[1], &[-1]);
+            let target = g.node("Concat", &[&n, &minus1], vec![ai("axis", 0)]);
+            g.node("Reshape", &[&p, &target], vec![])
+        }
     };
     let y = g.gemm(&feat, 16, 10, true);
     g.output(&y);
@@ -472,15 +488,16 @@ pub fn activations(opset: i64) -> ModelProto {
     g.build("activations")
 }
 
-/// Concat of two conv branches (channel axis) and of two dense branches; Add and Sub of two
-/// computed tensors; a constant Div.
+/// Concat of two conv branches (channel axis) and of two dense branches, PRelu with one slope,
+/// Add and Sub of two computed tensors, a constant Div.
 pub fn concat() -> ModelProto {
     let mut g = GraphBuilder::new(13, 8);
     let x = g.input("x", &[Sym("N"), Fixed(2), Fixed(10), Fixed(10)]);
     let a = g.conv(&x, 2, 3, 3, vec![ais("pads", &[1, 1, 1, 1])]);
     let b = g.conv(&x, 2, 2, 1, vec![]);
     let y = g.node("Concat", &[&a, &b], vec![ai("axis", 1)]);
-    let y = g.node("Relu", &[&y], vec![]);
+    let slope = g.init("slope", &[1, 1, 1], &[0.2]);
+    let y = g.node("PRelu", &[&y, &slope], vec![]);
     let c1 = g.conv(&y, 5, 5, 1, vec![]);
     let y = g.node("Sub", &[&y, &c1], vec![]);
     let d = g.init("div", &[5, 1, 1], &[2.0, 4.0, 0.5, 1.0, 8.0]);
@@ -553,6 +570,16 @@ pub fn squeeze(opset: i64) -> ModelProto {
     g.build("squeeze")
 }
 
+/// VNN-COMP style fixed batch of 1 with `Flatten(axis = 0)`, which acts per sample at batch 1.
+pub fn vnn_flatten_axis0() -> ModelProto {
+    let mut g = GraphBuilder::new(11, 12);
+    let x = g.input("input", &[Fixed(1), Fixed(1), Fixed(6), Fixed(6)]);
+    let x = g.node("Flatten", &[&x], vec![ai("axis", 0)]);
+    let x = g.gemm(&x, 36, 10, true);
+    g.output(&x);
+    g.build("vnn-flatten-axis0")
+}
+
 /// MatMul over a 3-D input (Dense on the last axis) followed by Add (merged into its bias),
 /// Transpose of the per-sample axes, Reshape with a 0 entry, LogSoftmax at the end.
 pub fn matmul_3d() -> ModelProto {
@@ -582,6 +609,9 @@ pub fn all() -> Vec<(String, ModelProto)> {
         ("residual-cifar-opset9-shape-chain".into(), residual_cifar(9, Head::ShapeChain)),
         ("residual-cifar-opset13-shape-chain".into(), residual_cifar(13, Head::ShapeChain)),
         ("residual-cifar-reducemean".into(), residual_cifar(13, Head::ReduceMean)),
+        ("residual-cifar-opset9-shape-slice".into(), residual_cifar(9, Head::ShapeSlice)),
+        ("residual-cifar-opset13-shape-slice".into(), residual_cifar(13, Head::ShapeSlice)),
+        ("vnn-flatten-axis0".into(), vnn_flatten_axis0()),
         ("vnn-mlp".into(), vnn_mlp()),
         ("vnn-left-matmul".into(), vnn_left_matmul()),
         ("concat".into(), concat()),
