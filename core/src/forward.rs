@@ -41,6 +41,25 @@ impl<T: Float> Trace<T> {
     pub fn input(&self) -> &[T] {
         &self.values[0]
     }
+
+    /// A trace of samples `start..end` only (a copy), so that memory-hungry reverse passes can
+    /// run over a large batch in cache-sized pieces.
+    pub fn samples(&self, start: usize, end: usize) -> Trace<T> {
+        assert!(start <= end && end <= self.batch, "sample range {start}..{end} outside batch {}", self.batch);
+        let values = self
+            .values
+            .iter()
+            .map(|v| {
+                if v.is_empty() {
+                    Vec::new()
+                } else {
+                    let per = v.len() / self.batch;
+                    v[start * per..end * per].to_vec()
+                }
+            })
+            .collect();
+        Trace { batch: end - start, values }
+    }
 }
 
 pub(crate) fn check_input<T: Float>(x: &[T], expected: usize, what: &'static str) -> Result<()> {
@@ -218,8 +237,13 @@ pub(crate) fn forward_node<T: Float>(
             }
         }
         Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
-            let layer = &node.layer;
-            out.iter_mut().zip(ins[0]).for_each(|(o, &x)| *o = elementwise::value(layer, x));
+            let x = ins[0];
+            for_rows(
+                &mut out,
+                out_size,
+                || (),
+                |_, r, y| elementwise::map_values(&node.layer, &x[r * in_size..(r + 1) * in_size], y),
+            );
         }
         Layer::Reshape { .. } | Layer::Identity => out.copy_from_slice(ins[0]),
         Layer::Concat { axis } => {

@@ -120,12 +120,15 @@ impl<T: Float> Network<T> {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
                     let primal = trace.value(first);
                     let mut dx = dy;
-                    for (r, row) in dx.chunks_mut(in_size).enumerate() {
-                        let p = &primal[(r / rows) * in_size..(r / rows + 1) * in_size];
-                        for i in 0..in_size {
-                            row[i] *= elementwise::derivative(&node.layer, p[i]);
-                        }
-                    }
+                    for_rows(
+                        &mut dx,
+                        in_size,
+                        || (),
+                        |_, r, row| {
+                            let s = r / rows;
+                            elementwise::scale_by_derivative(&node.layer, &primal[s * in_size..(s + 1) * in_size], row)
+                        },
+                    );
                     accumulate(&mut grads[first], dx);
                 }
                 Layer::Reshape { .. } | Layer::Identity => accumulate(&mut grads[first], dy),

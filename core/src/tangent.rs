@@ -61,10 +61,9 @@ impl<T: Float> Network<T> {
                     let tin = &t[node.inputs[0]];
                     let mut out = alloc::vec![T::ZERO; batch * rows * in_size];
                     for (r, (o, ti)) in out.chunks_mut(in_size).zip(tin.chunks(in_size)).enumerate() {
-                        let p = &primal[(r / rows) * in_size..(r / rows + 1) * in_size];
-                        for i in 0..in_size {
-                            o[i] = ti[i] * elementwise::derivative(&node.layer, p[i]);
-                        }
+                        let s = r / rows;
+                        o.copy_from_slice(ti);
+                        elementwise::scale_by_derivative(&node.layer, &primal[s * in_size..(s + 1) * in_size], o);
                     }
                     out
                 }

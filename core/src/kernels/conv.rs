@@ -30,10 +30,24 @@ pub(crate) fn scratch_len<T>(c: &Conv2d<T>, g: &ConvGeom) -> usize {
     col_rows(c) * c.groups * g.ho * g.wo
 }
 
+/// The output columns `ox` whose input column `ox·stride + offset` lies inside `0..w`
+/// (`offset = kj·dilation − pad_left`).
+#[inline]
+fn valid_cols(wo: usize, w: usize, stride: usize, offset: isize) -> (usize, usize) {
+    let s = stride as isize;
+    // ox·s + offset ≥ 0  ⇔  ox ≥ ceil(−offset / s)
+    let lo = if offset >= 0 { 0 } else { ((-offset) + s - 1) / s };
+    // ox·s + offset < w  ⇔  ox < ceil((w − offset) / s)
+    let hi = if (w as isize) <= offset { 0 } else { (w as isize - offset + s - 1) / s };
+    let lo = (lo as usize).min(wo);
+    (lo, (hi as usize).clamp(lo, wo))
+}
+
 /// Fills `cols` (`[Cin·kh·kw, Ho·Wo]`) from `x` (`[Cin, H, W]`), zero where the window is in
 /// the padding.
 fn im2col<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T], cols: &mut [T]) {
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let (sy, sx) = (c.stride[0], c.stride[1]);
     let npos = g.ho * g.wo;
     for ci in 0..c.in_channels {
         let xc = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -41,17 +55,25 @@ fn im2col<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T], cols: &mut [T]) {
             for kj in 0..kw {
                 let row = (ci * kh + ki) * kw + kj;
                 let dst = &mut cols[row * npos..(row + 1) * npos];
+                let offset = (kj * c.dilation[1]) as isize - c.padding[1] as isize;
+                let (lo, hi) = valid_cols(g.wo, g.w, sx, offset);
                 for oy in 0..g.ho {
-                    let iy = (oy * c.stride[0] + ki * c.dilation[0]) as isize - c.padding[0] as isize;
+                    let iy = (oy * sy + ki * c.dilation[0]) as isize - c.padding[0] as isize;
                     let d = &mut dst[oy * g.wo..(oy + 1) * g.wo];
-                    if iy < 0 || iy >= g.h as isize {
-                        d.iter_mut().for_each(|v| *v = T::ZERO);
+                    if iy < 0 || iy >= g.h as isize || lo == hi {
+                        d.fill(T::ZERO);
                         continue;
                     }
                     let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for (ox, v) in d.iter_mut().enumerate() {
-                        let ix = (ox * c.stride[1] + kj * c.dilation[1]) as isize - c.padding[1] as isize;
-                        *v = if ix < 0 || ix >= g.w as isize { T::ZERO } else { src[ix as usize] };
+                    d[..lo].fill(T::ZERO);
+                    d[hi..].fill(T::ZERO);
+                    let first = (lo as isize * sx as isize + offset) as usize;
+                    if sx == 1 {
+                        d[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = src[first + j * sx];
+                        }
                     }
                 }
             }
@@ -62,24 +84,33 @@ fn im2col<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T], cols: &mut [T]) {
 /// Adds the columns back onto the image: the adjoint of [`im2col`].
 fn col2im<T: Float>(c: &Conv2d<T>, g: &ConvGeom, cols: &[T], dx: &mut [T]) {
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let (sy, sx) = (c.stride[0], c.stride[1]);
     let npos = g.ho * g.wo;
-    dx.iter_mut().for_each(|v| *v = T::ZERO);
+    dx.fill(T::ZERO);
     for ci in 0..c.in_channels {
         let xc = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ki in 0..kh {
             for kj in 0..kw {
                 let row = (ci * kh + ki) * kw + kj;
                 let src = &cols[row * npos..(row + 1) * npos];
+                let offset = (kj * c.dilation[1]) as isize - c.padding[1] as isize;
+                let (lo, hi) = valid_cols(g.wo, g.w, sx, offset);
+                if lo == hi {
+                    continue;
+                }
+                let first = (lo as isize * sx as isize + offset) as usize;
                 for oy in 0..g.ho {
-                    let iy = (oy * c.stride[0] + ki * c.dilation[0]) as isize - c.padding[0] as isize;
+                    let iy = (oy * sy + ki * c.dilation[0]) as isize - c.padding[0] as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
                     let d = &mut xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for ox in 0..g.wo {
-                        let ix = (ox * c.stride[1] + kj * c.dilation[1]) as isize - c.padding[1] as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            d[ix as usize] += src[oy * g.wo + ox];
+                    let s = &src[oy * g.wo + lo..oy * g.wo + hi];
+                    if sx == 1 {
+                        d[first..first + (hi - lo)].iter_mut().zip(s).for_each(|(a, &b)| *a += b);
+                    } else {
+                        for (j, &v) in s.iter().enumerate() {
+                            d[first + j * sx] += v;
                         }
                     }
                 }

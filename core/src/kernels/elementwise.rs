@@ -67,3 +67,25 @@ pub(crate) fn derivative<T: Float>(layer: &Layer<T>, x: T) -> T {
         _ => T::ONE,
     }
 }
+
+/// `out[i] = value(x[i])`, with the layer dispatch outside the loop.
+pub(crate) fn map_values<T: Float>(layer: &Layer<T>, x: &[T], out: &mut [T]) {
+    let it = out.iter_mut().zip(x);
+    match layer {
+        Layer::Relu => it.for_each(|(o, &v)| *o = if v > T::ZERO { v } else { T::ZERO }),
+        _ => it.for_each(|(o, &v)| *o = value(layer, v)),
+    }
+}
+
+/// `g[i] *= derivative(p[i])`, with the layer dispatch outside the loop.
+pub(crate) fn scale_by_derivative<T: Float>(layer: &Layer<T>, p: &[T], g: &mut [T]) {
+    let it = g.iter_mut().zip(p);
+    match layer {
+        Layer::Relu => it.for_each(|(o, &v)| {
+            if v <= T::ZERO {
+                *o = T::ZERO
+            }
+        }),
+        _ => it.for_each(|(o, &v)| *o *= derivative(layer, v)),
+    }
+}

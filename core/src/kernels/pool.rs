@@ -3,16 +3,34 @@
 use crate::layer::Pool2d;
 use crate::scalar::Float;
 
-/// Visits every output cell: `f(channel, out_index, window cells)` where the window cells are
-/// flat input indices inside the image (padding excluded) and `count` is the divisor for
-/// average pooling.
+/// The input cells of one pooling window: rows `ya..yb`, columns `xa..xb` of the `w`-wide
+/// image starting at flat index `base`.
+#[derive(Clone, Copy)]
+struct Window {
+    base: usize,
+    w: usize,
+    ya: usize,
+    yb: usize,
+    xa: usize,
+    xb: usize,
+}
+
+impl Window {
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(usize)) {
+        for y in self.ya..self.yb {
+            let row = self.base + y * self.w;
+            for x in self.xa..self.xb {
+                f(row + x);
+            }
+        }
+    }
+}
+
+/// Visits every output cell: `f(out_index, window, count)` where the window holds the input
+/// cells inside the image (padding excluded) and `count` is the divisor for average pooling.
 #[inline]
-fn windows<F: FnMut(usize, &mut dyn Iterator<Item = usize>, usize)>(
-    p: &Pool2d,
-    inp: &[usize],
-    out: &[usize],
-    mut f: F,
-) {
+fn windows<F: FnMut(usize, Window, usize)>(p: &Pool2d, inp: &[usize], out: &[usize], mut f: F) {
     let (c, h, w) = (inp[0], inp[1], inp[2]);
     let (ho, wo) = (out[1], out[2]);
     for ch in 0..c {
@@ -34,9 +52,8 @@ fn windows<F: FnMut(usize, &mut dyn Iterator<Item = usize>, usize)>(
                 } else {
                     (yb.saturating_sub(ya)) * (xb.saturating_sub(xa))
                 };
-                let base = ch * h * w;
-                let mut cells = (ya..yb).flat_map(move |y| (xa..xb).map(move |x| base + y * w + x));
-                f((ch * ho + oy) * wo + ox, &mut cells, count);
+                let win = Window { base: ch * h * w, w, ya, yb: yb.max(ya), xa, xb: xb.max(xa) };
+                f((ch * ho + oy) * wo + ox, win, count);
             }
         }
     }
@@ -52,15 +69,15 @@ pub(crate) fn max_forward<T: Float>(
     y: &mut [T],
     mut arg: Option<&mut [usize]>,
 ) {
-    windows(p, inp, out, |o, cells, _| {
+    windows(p, inp, out, |o, win, _| {
         let mut best = usize::MAX;
         let mut bv = T::ZERO;
-        for i in cells {
+        win.for_each(|i| {
             if best == usize::MAX || x[i] > bv {
                 best = i;
                 bv = x[i];
             }
-        }
+        });
         y[o] = bv;
         if let Some(a) = arg.as_deref_mut() {
             a[o] = best;
@@ -70,8 +87,9 @@ pub(crate) fn max_forward<T: Float>(
 
 /// Average pooling of one sample (also its own tangent map: it is linear).
 pub(crate) fn avg_forward<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], x: &[T], y: &mut [T]) {
-    windows(p, inp, out, |o, cells, count| {
-        let s: T = cells.map(|i| x[i]).sum();
+    windows(p, inp, out, |o, win, count| {
+        let mut s = T::ZERO;
+        win.for_each(|i| s += x[i]);
         y[o] = if count == 0 { T::ZERO } else { s / T::from_f64(count as f64) };
     });
 }
@@ -79,13 +97,11 @@ pub(crate) fn avg_forward<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], x:
 /// Adjoint of [`avg_forward`].
 pub(crate) fn avg_backward<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], dy: &[T], dx: &mut [T]) {
     dx.iter_mut().for_each(|v| *v = T::ZERO);
-    windows(p, inp, out, |o, cells, count| {
+    windows(p, inp, out, |o, win, count| {
         if count == 0 {
             return;
         }
         let g = dy[o] / T::from_f64(count as f64);
-        for i in cells {
-            dx[i] += g;
-        }
+        win.for_each(|i| dx[i] += g);
     });
 }
