@@ -73,7 +73,7 @@ pub fn point_bounds<T: Float>(logits: &[T], jac: &[T], x: &[T]) -> PointBounds {
     let mut cor2_estimate = f64::INFINITY;
     let mut cor2_class = None;
     let gs = row(predicted);
-    for k in 0..k_count {
+    for (k, zk) in logits.iter().enumerate() {
         if k == predicted {
             continue;
         }
@@ -82,7 +82,7 @@ pub fn point_bounds<T: Float>(logits: &[T], jac: &[T], x: &[T]) -> PointBounds {
         if diff2 == 0.0 {
             continue;
         }
-        let est = abs(zs - logits[k].to_f64()) / sqrt(diff2);
+        let est = abs(zs - zk.to_f64()) / sqrt(diff2);
         if est < cor2_estimate {
             cor2_estimate = est;
             cor2_class = Some(k);

@@ -16,6 +16,9 @@ use std::hint::black_box;
 use criterion::Criterion;
 use tract_onnx::prelude::*;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// PyTorch / onnxruntime medians from ../shared/reference/README.md (seconds per input).
 const ORT_FORWARD_B1: f64 = 0.241e-3;
 const ORT_FORWARD_B256: f64 = 0.139e-3;

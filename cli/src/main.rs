@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The reverse passes allocate and free buffers of tens of megabytes at a high rate; glibc's
+/// allocator returns those to the kernel each time (a page fault per 4 KiB on the next use),
+/// mimalloc keeps them: about 30% less time per exact Jacobian on the paper's network.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = args::Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if args.quiet {

@@ -62,7 +62,9 @@ impl<T: Float> Trace<T> {
     }
 }
 
-pub(crate) fn check_input<T: Float>(x: &[T], expected: usize, what: &'static str) -> Result<()> {
+/// Checks that `x` holds `rows·per_row` finite values (an overflowing product is a length error).
+pub(crate) fn check_input<T: Float>(x: &[T], rows: usize, per_row: usize, what: &'static str) -> Result<()> {
+    let expected = rows.checked_mul(per_row).ok_or(Error::DataLength { got: x.len(), expected: usize::MAX, what })?;
     if x.len() != expected {
         return Err(Error::DataLength { got: x.len(), expected, what });
     }
@@ -89,7 +91,7 @@ impl<T: Float> Network<T> {
     }
 
     fn run(&self, x: &[T], batch: usize, keep: bool) -> Result<Trace<T>> {
-        check_input(x, batch * self.input_len(), "input batch")?;
+        check_input(x, batch, self.input_len(), "input batch")?;
         let nodes = self.nodes();
         let live = self.live();
         let mut remaining = self.consumers();

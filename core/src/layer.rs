@@ -290,6 +290,76 @@ fn check_window(node: &str, kernel: [usize; 2], stride: [usize; 2]) -> Result<()
 /// Infers the per-sample output shape of `layer` applied to inputs of the given shapes, checking
 /// every parameter on the way.
 pub fn infer_shape<T: Float>(node: &str, layer: &Layer<T>, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+    check_limits(node, layer, inputs)?;
+    let out = infer_shape_unchecked(node, layer, inputs)?;
+    if checked_size(&out).is_none_or(|n| n > MAX_VALUES_PER_SAMPLE) {
+        return Err(shape_err(node, format!("output shape {out:?} exceeds {MAX_VALUES_PER_SAMPLE} values per sample")));
+    }
+    Ok(out)
+}
+
+/// The most values one sample may have at any node (2³¹).
+pub const MAX_VALUES_PER_SAMPLE: usize = 1 << 31;
+/// The largest kernel, stride, padding, dilation or group count accepted (2²⁰).
+const MAX_PARAM: usize = 1 << 20;
+
+/// The product of the dimensions, or `None` when it overflows.
+pub(crate) fn checked_size(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Rejects inputs and parameters large enough to overflow the shape arithmetic, so that every
+/// later product and sum of dimensions is exact.
+fn check_limits<T: Float>(node: &str, layer: &Layer<T>, inputs: &[&[usize]]) -> Result<()> {
+    for s in inputs {
+        if checked_size(s).is_none_or(|n| n > MAX_VALUES_PER_SAMPLE) {
+            return Err(shape_err(
+                node,
+                format!("input shape {s:?} exceeds {MAX_VALUES_PER_SAMPLE} values per sample"),
+            ));
+        }
+    }
+    let params: Vec<usize> = match layer {
+        Layer::Conv2d(c) => {
+            let mut v = alloc::vec![c.out_channels, c.in_channels, c.groups];
+            v.extend(c.kernel.iter().chain(&c.stride).chain(&c.padding).chain(&c.dilation));
+            v
+        }
+        Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
+            p.kernel.iter().chain(&p.stride).chain(&p.padding).copied().collect()
+        }
+        Layer::Dense(d) => alloc::vec![d.inputs, d.outputs],
+        Layer::Pad(p) => p.begin.iter().chain(&p.end).copied().collect(),
+        Layer::Reshape { shape } => {
+            if checked_size(shape).is_none_or(|n| n > MAX_VALUES_PER_SAMPLE) {
+                return Err(param_err(node, format!("shape {shape:?} exceeds {MAX_VALUES_PER_SAMPLE} values")));
+            }
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+    if params.iter().any(|&p| p > MAX_VALUES_PER_SAMPLE) {
+        return Err(param_err(node, format!("a size parameter of {} is out of range", layer.kind())));
+    }
+    if let Layer::Conv2d(c) = layer {
+        if c.kernel.iter().chain(&c.stride).chain(&c.padding).chain(&c.dilation).any(|&p| p > MAX_PARAM) {
+            return Err(param_err(node, format!("kernel, stride, padding and dilation must be at most {MAX_PARAM}")));
+        }
+    }
+    if let Layer::MaxPool2d(p) | Layer::AvgPool2d(p) = layer {
+        if p.kernel.iter().chain(&p.stride).chain(&p.padding).any(|&v| v > MAX_PARAM) {
+            return Err(param_err(node, format!("kernel, stride and padding must be at most {MAX_PARAM}")));
+        }
+    }
+    if let Layer::Pad(p) = layer {
+        if p.begin.iter().chain(&p.end).any(|&v| v > MAX_VALUES_PER_SAMPLE / 4) {
+            return Err(param_err(node, "padding out of range".into()));
+        }
+    }
+    Ok(())
+}
+
+fn infer_shape_unchecked<T: Float>(node: &str, layer: &Layer<T>, inputs: &[&[usize]]) -> Result<Vec<usize>> {
     if let Some(n) = layer.arity() {
         if inputs.len() != n {
             return Err(shape_err(node, format!("{} takes {n} input(s), got {}", layer.kind(), inputs.len())));
@@ -297,7 +367,7 @@ pub fn infer_shape<T: Float>(node: &str, layer: &Layer<T>, inputs: &[&[usize]]) 
     } else if inputs.is_empty() {
         return Err(shape_err(node, format!("{} needs at least one input", layer.kind())));
     }
-    let size = |s: &[usize]| s.iter().product::<usize>();
+    let size = |s: &[usize]| checked_size(s).unwrap_or(usize::MAX);
     match layer {
         Layer::Input => Err(shape_err(node, "Input can only be node 0".into())),
         Layer::Conv2d(c) => {
@@ -316,7 +386,8 @@ pub fn infer_shape<T: Float>(node: &str, layer: &Layer<T>, inputs: &[&[usize]]) 
             if c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
                 return Err(param_err(node, format!("groups {} must divide the channel counts", c.groups)));
             }
-            let wlen = c.out_channels * (c.in_channels / c.groups) * c.kernel[0] * c.kernel[1];
+            let wlen = checked_size(&[c.out_channels, c.in_channels / c.groups, c.kernel[0], c.kernel[1]])
+                .unwrap_or(usize::MAX);
             if c.weight.len() != wlen {
                 return Err(param_err(node, format!("weight has {} values, expected {wlen}", c.weight.len())));
             }
@@ -370,7 +441,7 @@ pub fn infer_shape<T: Float>(node: &str, layer: &Layer<T>, inputs: &[&[usize]]) 
                     format!("Dense expects a last axis of {} features, input has shape {x:?}", d.inputs),
                 ));
             }
-            if d.weight.len() != d.inputs * d.outputs {
+            if Some(d.weight.len()) != d.inputs.checked_mul(d.outputs) {
                 return Err(param_err(
                     node,
                     format!("weight has {} values, expected {}×{}", d.weight.len(), d.outputs, d.inputs),

@@ -43,10 +43,15 @@ pub struct Network<T = f32> {
 impl<T: Float> Network<T> {
     /// A network that is only its input, with the given per-sample shape.
     pub fn new(input_shape: &[usize]) -> Result<Self> {
-        if input_shape.is_empty() || input_shape.contains(&0) {
+        if input_shape.is_empty()
+            || input_shape.contains(&0)
+            || crate::layer::checked_size(input_shape).is_none_or(|n| n > crate::layer::MAX_VALUES_PER_SAMPLE)
+        {
             return Err(Error::Shape {
                 node: "input".into(),
-                reason: format!("input shape {input_shape:?} must be non-empty with no zero axis"),
+                reason: format!(
+                    "input shape {input_shape:?} must be non-empty, with no zero axis and at most 2^31 values"
+                ),
             });
         }
         Ok(Network {

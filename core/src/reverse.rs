@@ -24,7 +24,7 @@ impl<T: Float> Network<T> {
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
         let batch = trace.batch();
-        check_input(cotangents, batch * rows * self.num_classes(), "cotangents")?;
+        check_input(cotangents, batch.saturating_mul(rows), self.num_classes(), "cotangents")?;
         if rows == 0 {
             return Err(Error::DataLength { got: 0, expected: 1, what: "cotangent rows per sample" });
         }

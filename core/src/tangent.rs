@@ -39,7 +39,7 @@ impl<T: Float> Network<T> {
     /// vectors per sample (`[batch, rows, D]`); returns `J(x_b)·v` as `[batch, rows, K]`.
     pub fn jvp(&self, trace: &Trace<T>, tangents: &[T], rows: usize) -> Result<Vec<T>> {
         let batch = trace.batch();
-        check_input(tangents, batch * rows * self.input_len(), "tangents")?;
+        check_input(tangents, batch.saturating_mul(rows), self.input_len(), "tangents")?;
         if rows == 0 {
             return Err(Error::DataLength { got: 0, expected: 1, what: "tangent rows per sample" });
         }
