@@ -152,6 +152,11 @@ fn truncated_and_non_onnx_models_are_errors() {
     let text = dir.path().join("notes.onnx");
     std::fs::write(&text, "this is not a model\n").unwrap();
     assert_error(&certify(&[text.to_str().unwrap(), "--data", data.to_str().unwrap()]), "notes.onnx");
+    // An unsupported operator is named, with its node.
+    let erf = root().join("onnx/testdata/unsupported-erf.onnx");
+    let out = certify(&[erf.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert_error(&out, "unsupported-erf.onnx");
+    assert_error(&out, "`Erf` is not supported");
     let missing = dir.path().join("missing.onnx");
     assert_error(&certify(&[missing.to_str().unwrap(), "--data", data.to_str().unwrap()]), "missing.onnx");
 }
@@ -203,4 +208,77 @@ fn bad_arguments_are_errors() {
     assert_error(&certify(&[m, "--data", d, "--std", "0"]), "--std");
     let out = certify(&[m, "--data", d, "--attacks", "bogus"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A `.npy` v1.0 file with the given dtype descriptor, shape and raw little-endian payload.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], payload: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(payload);
+    std::fs::write(path, b).unwrap();
+}
+
+/// A residual CIFAR-shaped CNN (BatchNorm, Add skips, GlobalAveragePool) on HWC `.npy` data
+/// with per-channel normalisation: the samples are transposed to the model's CHW layout and all
+/// figures come out finite.
+#[test]
+fn residual_cifar_cnn_on_npy_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 6;
+    let pixels: Vec<u8> = (0..n * 32 * 32 * 3).map(|i| ((i * 7919) % 256) as u8).collect();
+    write_npy(&dir.path().join("x_test.npy"), "|u1", &[n, 32, 32, 3], &pixels);
+    let labels: Vec<u8> = (0..n as i64).flat_map(|i| (i % 10).to_le_bytes()).collect();
+    write_npy(&dir.path().join("y_test.npy"), "<i8", &[n], &labels);
+    let model = root().join("onnx/testdata/residual-cifar.onnx");
+    let data = dir.path().join("x_test.npy");
+    let out = certify(&[
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--mean",
+        "0.49,0.48,0.45",
+        "--std",
+        "0.25,0.24,0.26",
+        "--attacks",
+        "deepfool,fgsm",
+        "--json",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), n + 1);
+    for l in &lines[..n] {
+        assert_eq!(l["logits"].as_array().unwrap().len(), 10);
+        assert!(l["jacobian_fro"].as_f64().unwrap() > 0.0);
+        assert!(l["x_norm"].as_f64().is_some() && l["deepfool_distance"].as_f64().is_some());
+    }
+    // The same data with a channel count that matches neither axis is refused.
+    let out = certify(&[model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--mean", "0.5,0.5", "-q"]);
+    assert_error(&out, "--mean");
+}
+
+/// PyTorch-style exports with in-graph normalisation, BatchNorm, LeakyReLU, AvgPool and a final
+/// Softmax (stripped), and an NHWC Keras-style MLP, run on MNIST digits.
+#[test]
+fn other_exports_run_on_mnist() {
+    for model in ["onnx/testdata/bn-leaky-softmax.onnx", "onnx/testdata/nhwc-mlp.onnx"] {
+        let m = root().join(model);
+        let d = example_data();
+        let out = certify(&[m.to_str().unwrap(), "--data", d.to_str().unwrap(), "--limit", "8", "--json"]);
+        assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 9, "{model}");
+        if model.contains("softmax") {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("Softmax"), "the stripped Softmax is reported");
+        }
+    }
 }

@@ -316,6 +316,18 @@ pub fn nhwc_mlp() -> ModelProto {
     g.build("nhwc-mlp")
 }
 
+/// An MNIST MLP `[N, 784]` with a GELU written out through `Erf`, an op certify does not
+/// support: import must fail naming `Erf` and its node.
+pub fn unsupported_erf() -> ModelProto {
+    let mut g = GraphBuilder::new(13, 4);
+    let x = g.input("input", &[Sym("batch"), Fixed(784)]);
+    let x = g.gemm(&x, 784, 16, true);
+    let x = g.node("Erf", &[&x], vec![]);
+    let x = g.gemm(&x, 16, 10, true);
+    g.output(&x);
+    g.build("unsupported-erf")
+}
+
 /// Keras-style NHWC CNN: Transpose in, Conv with auto_pad SAME_UPPER / SAME_LOWER, Transpose
 /// back to NHWC, Reshape `[0, -1]`, Gemm.
 pub fn nhwc_cnn() -> ModelProto {
@@ -633,5 +645,6 @@ pub fn testdata() -> Vec<(&'static str, ModelProto)> {
         ("residual-cifar.onnx", residual_cifar(13, Head::Flatten)),
         ("bn-leaky-softmax.onnx", bn_leaky_softmax()),
         ("nhwc-mlp.onnx", nhwc_mlp()),
+        ("unsupported-erf.onnx", unsupported_erf()),
     ]
 }
