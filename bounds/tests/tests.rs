@@ -143,7 +143,7 @@ fn fgsm_on_a_linear_model() {
     let x = [0.95, 0.05];
     let r = fgsm(&net, &x, &[0], &[2.0], &dom).unwrap();
     assert_eq!(r, vec![vec![false]]); // clipped to (0, 1): class 1
-    // A label out of range is an error, not a panic.
+                                      // A label out of range is an error, not a panic.
     assert!(fgsm(&net, &x, &[5], &[0.1], &dom).is_err());
 }
 

@@ -17,6 +17,7 @@ fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
 }
 
 fn conv(cin: usize, cout: usize, seed: &mut u64) -> Layer<f32> {
+    // 5×5, padding 2 ("same"), as the paper's network.
     Layer::Conv2d(Conv2d {
         weight: rand_vec(cout * cin * 25, seed),
         bias: Some(rand_vec(cout, seed)),
@@ -24,7 +25,7 @@ fn conv(cin: usize, cout: usize, seed: &mut u64) -> Layer<f32> {
         in_channels: cin,
         kernel: [5, 5],
         stride: [1, 1],
-        padding: [0; 4],
+        padding: [2; 4],
         dilation: [1, 1],
         groups: 1,
     })
@@ -60,20 +61,20 @@ fn time(name: &str, net: &Network<f32>, batch: usize, flops_per_sample: f64) {
 
 fn main() {
     let mut seed = 1;
-    let batch = 256;
+    let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(256);
     let mut n = Network::new(&[1, 28, 28]).unwrap();
     n.then("conv1", conv(1, 32, &mut seed)).unwrap();
-    time("conv1 1x28x28->32x24x24", &n, batch, 2.0 * 576.0 * 32.0 * 25.0);
-    let mut n = Network::new(&[32, 24, 24]).unwrap();
+    time("conv1 1x28x28->32x28x28", &n, batch, 2.0 * 784.0 * 32.0 * 25.0);
+    let mut n = Network::new(&[32, 28, 28]).unwrap();
     n.then("relu", Layer::Relu).unwrap();
-    time("relu 32x24x24", &n, batch, 0.0);
-    let mut n = Network::new(&[32, 24, 24]).unwrap();
+    time("relu 32x28x28", &n, batch, 0.0);
+    let mut n = Network::new(&[32, 28, 28]).unwrap();
     let p = Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0; 4], count_include_pad: false, ceil_mode: false };
     n.then("pool", Layer::MaxPool2d(p.clone())).unwrap();
-    time("maxpool 32x24x24", &n, batch, 0.0);
-    let mut n = Network::new(&[32, 12, 12]).unwrap();
+    time("maxpool 32x28x28", &n, batch, 0.0);
+    let mut n = Network::new(&[32, 14, 14]).unwrap();
     n.then("conv2", conv(32, 64, &mut seed)).unwrap();
-    time("conv2 32x12x12->64x8x8", &n, batch, 2.0 * 64.0 * 64.0 * 800.0);
+    time("conv2 32x14x14->64x14x14", &n, batch, 2.0 * 196.0 * 64.0 * 800.0);
     let mut n = Network::new(&[3136]).unwrap();
     n.then(
         "fc1",
@@ -89,10 +90,10 @@ fn main() {
     n.then("conv2", conv(32, 64, &mut seed)).unwrap();
     n.then("relu2", Layer::Relu).unwrap();
     n.then("pool2", Layer::MaxPool2d(p)).unwrap();
-    n.then("flat", Layer::Reshape { shape: vec![1024] }).unwrap();
+    n.then("flat", Layer::Reshape { shape: vec![3136] }).unwrap();
     n.then(
         "fc1",
-        Layer::Dense(Dense { weight: rand_vec(1024 * 1024, &mut seed), bias: None, inputs: 1024, outputs: 1024 }),
+        Layer::Dense(Dense { weight: rand_vec(3136 * 1024, &mut seed), bias: None, inputs: 3136, outputs: 1024 }),
     )
     .unwrap();
     n.then("relu3", Layer::Relu).unwrap();

@@ -51,3 +51,15 @@ where
     let _ = rows;
     f(0, out);
 }
+
+/// Worker threads available to the row-parallel loops (1 without `std`).
+pub(crate) fn threads() -> usize {
+    #[cfg(feature = "std")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        1
+    }
+}

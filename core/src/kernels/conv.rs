@@ -169,13 +169,15 @@ pub(crate) fn forward_single_split<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T
     let mut cols = alloc::vec![T::ZERO; scratch_len(c, g)];
     im2col(c, g, x, &mut cols);
     let kr = col_rows(c);
-    const CH: usize = 8;
+    // One block of output channels per thread: each block re-reads (packs) the whole im2col
+    // matrix, so more blocks than threads only repeat that work.
+    let ch = c.out_channels.div_ceil(crate::parallel::threads()).max(1);
     crate::parallel::for_rows(
         y,
-        CH * npos,
+        ch * npos,
         || (),
         |_, blk, yb| {
-            let o0 = blk * CH;
+            let o0 = blk * ch;
             let oc = yb.len() / npos;
             let w = Mat::new(&c.weight[o0 * kr..(o0 + oc) * kr], oc, kr);
             gemm(T::ONE, w, Mat::new(&cols, kr, npos), T::ZERO, yb);
