@@ -45,15 +45,18 @@ fn forward_flops() -> f64 {
     2.0 * (28.0 * 28.0 * 32.0 * 25.0 + 14.0 * 14.0 * 64.0 * 800.0 + 3136.0 * 1024.0 + 1024.0 * 10.0)
 }
 
+/// Median wall time per input over 11 runs (after one warm-up run).
 fn time_per_input(n: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    best / n as f64
+    let mut t: Vec<f64> = (0..11)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2] / n as f64
 }
 
 fn main() {
@@ -89,7 +92,7 @@ fn main() {
     c.bench_function("certify/batch256", |b| b.iter(|| certify_batch(&net, black_box(&x), 256).unwrap()));
     c.final_summary();
 
-    // The comparison table (best of 5, per input).
+    // The comparison table (median of 11 runs, per input).
     let ours_b1 = time_per_input(1, || drop(net.forward(&x[..784], 1).unwrap()));
     let tract_b1 = time_per_input(1, || drop(tract1.run(tvec!(t1.clone().into())).unwrap()));
     let ours_b256 = time_per_input(256, || drop(net.forward(&x, 256).unwrap()));
@@ -104,13 +107,8 @@ fn main() {
     );
     println!("|---|---|---|---|---|");
     let row = |what: &str, ours: f64, refv: f64, reference: &str, flops: f64| {
-        println!(
-            "| {what} | {:.3} | {:.3} ({reference}) | {:.2}× | {:.0}% |",
-            ours * 1e3,
-            refv * 1e3,
-            refv / ours,
-            100.0 * flops / ours / ROOFLINE
-        )
+        let roof = if flops.is_finite() { format!("{:.0}%", 100.0 * flops / ours / ROOFLINE) } else { "-".into() };
+        println!("| {what} | {:.3} | {:.3} ({reference}) | {:.2}× | {roof} |", ours * 1e3, refv * 1e3, refv / ours)
     };
     row("forward, batch 1", ours_b1, tract_b1, "tract, same run", fl);
     row("forward, batch 1", ours_b1, ORT_FORWARD_B1, "onnxruntime", fl);
