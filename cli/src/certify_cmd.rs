@@ -33,7 +33,17 @@ pub fn run(args: &Cli) -> Result<()> {
     }
     let started = Instant::now();
     let model_path = &args.model;
-    let imported = certify_onnx::import_path(model_path).with_context(|| format!("`{}`", model_path.display()))?;
+    let imported = certify_onnx::import_path(model_path).map_err(|e| {
+        // Decoding and I/O errors name the file already; the others get it as context.
+        let shown = model_path.display().to_string();
+        let text = e.to_string();
+        let e = anyhow::Error::new(e);
+        if text.contains(&shown) {
+            e
+        } else {
+            e.context(format!("`{shown}`"))
+        }
+    })?;
     for note in &imported.notes {
         log::info!("{}: {note}", model_path.display());
     }

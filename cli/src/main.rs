@@ -38,7 +38,17 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            // Library errors often repeat their source's text (and the file name we add as
+            // context): keep each piece of the chain once.
+            let mut msg = String::new();
+            for part in e.chain().map(|c| c.to_string()) {
+                if !msg.contains(&part) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&part);
+                }
+            }
             let _ = writeln!(std::io::stderr(), "certify: error: {}", msg.replace('\n', " "));
             ExitCode::from(2)
         }

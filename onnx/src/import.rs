@@ -10,6 +10,7 @@ use tract_onnx::pb::type_proto::Value as TypeValue;
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 use crate::attrs::Attrs;
+use crate::export::{expand_index, ParamKind, ParamSource, TensorLocation, Transform};
 use crate::error::{Error, Result};
 use crate::tensor::{self, checked_size, to_finite_f32, Const};
 use crate::{Imported, SUPPORTED_OPS};
@@ -338,6 +339,7 @@ pub(crate) fn import_model(model: &ModelProto) -> Result<Imported> {
         batch_value: fixed_batch.unwrap_or(1),
         fixed_batch,
         notes,
+        sources: Vec::new(),
     };
     im.values.insert(input.name.clone(), Val::Node(0));
     for &i in &order {
@@ -387,6 +389,7 @@ pub(crate) fn import_model(model: &ModelProto) -> Result<Imported> {
         None => None,
     };
 
+    let params = resolve_sources(graph, &producer, &im.initializers, im.sources, &im.nodes);
     let network = Network::from_nodes(im.nodes)?;
     network.check_classifier()?;
     Ok(Imported {
@@ -397,7 +400,63 @@ pub(crate) fn import_model(model: &ModelProto) -> Result<Imported> {
         stripped_softmax,
         opset,
         notes: im.notes,
+        params,
+        model: Default::default(),
+        source_path: None,
     })
+}
+
+/// A parameter source recorded during the walk, before its tensor is located in the graph.
+struct RawSource {
+    node: NodeId,
+    param: ParamKind,
+    konst: Rc<Const>,
+    transform: Transform,
+}
+
+/// Locates each recorded constant: an initializer or a `Constant` node whose decoded value is
+/// exactly the constant the layer was built from; anything else (a folded computation) is derived.
+fn resolve_sources(
+    graph: &GraphProto,
+    producer: &HashMap<&str, usize>,
+    initializers: &HashMap<&str, &TensorProto>,
+    sources: Vec<RawSource>,
+    nodes: &[Node<f32>],
+) -> Vec<ParamSource> {
+    let same = |t: &TensorProto, k: &Const| {
+        tensor::load(t, &k.origin).is_ok_and(|l| l.dims == k.dims && l.data == k.data && !l.int)
+    };
+    sources
+        .into_iter()
+        .map(|s| {
+            let name = s.konst.origin.as_str();
+            let location = match producer.get(name) {
+                Some(&i) => {
+                    let n = &graph.node[i];
+                    let value = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
+                    match value {
+                        Some(t) if n.op_type == "Constant" && same(t, &s.konst) => {
+                            TensorLocation::Constant { node: display_name(n, i) }
+                        }
+                        _ => TensorLocation::Derived,
+                    }
+                }
+                None => match initializers.get(name) {
+                    Some(t) if same(t, &s.konst) => TensorLocation::Initializer,
+                    _ => TensorLocation::Derived,
+                },
+            };
+            ParamSource {
+                node: s.node,
+                node_name: nodes[s.node].name.clone(),
+                param: s.param,
+                tensor: name.to_string(),
+                dims: s.konst.dims.clone(),
+                location,
+                transform: s.transform,
+            }
+        })
+        .collect()
 }
 
 struct Importer<'g> {
@@ -411,11 +470,19 @@ struct Importer<'g> {
     batch_value: i64,
     fixed_batch: Option<i64>,
     notes: Vec<String>,
+    /// Where each trainable parameter comes from.
+    sources: Vec<RawSource>,
 }
 
 impl<'g> Importer<'g> {
     fn shape(&self, id: NodeId) -> &[usize] {
         &self.nodes[id].shape
+    }
+
+    /// Records the source of a parameter of node `node`, replacing an earlier one.
+    fn source(&mut self, node: NodeId, param: ParamKind, konst: &Rc<Const>, transform: Transform) {
+        self.sources.retain(|s| !(s.node == node && s.param == param));
+        self.sources.push(RawSource { node, param, konst: konst.clone(), transform });
     }
 
     fn push(&mut self, name: String, layer: Layer<f32>, inputs: &[NodeId]) -> Result<NodeId> {
@@ -546,7 +613,7 @@ impl<'g> Importer<'g> {
             "Neg" => {
                 let x = self.rt(c, ins, 0)?;
                 let n = self.nodes[x].size();
-                self.affine(c, x, 0, vec![-1.0; n], vec![0.0; n])
+                self.affine(c, x, 0, vec![-1.0; n], vec![0.0; n], None)
             }
             "BatchNormalization" => self.batchnorm(c, a, ins),
             "Relu" => {
@@ -743,6 +810,7 @@ impl<'g> Importer<'g> {
             Some(b) => return Err(c.bad(format!("bias `{}` has {} values, expected {m}", b.origin, b.len()))),
             None => None,
         };
+        let has_bias = bias.is_some();
         let conv = Conv2d {
             weight: w.finite_f32()?,
             bias,
@@ -754,7 +822,12 @@ impl<'g> Importer<'g> {
             dilation,
             groups: group,
         };
-        self.push(c.name.to_string(), Layer::Conv2d(conv), &[x])
+        let id = self.push(c.name.to_string(), Layer::Conv2d(conv), &[x])?;
+        self.source(id, ParamKind::ConvWeight, &w, Transform::Direct);
+        if let (Some(b), true) = (&b, has_bias) {
+            self.source(id, ParamKind::ConvBias, b, Transform::Direct);
+        }
+        Ok(id)
     }
 
     fn pool(&mut self, c: &Ctx, a: &Attrs, ins: &[Option<Val>]) -> Result<NodeId> {
@@ -844,6 +917,7 @@ impl<'g> Importer<'g> {
                 weight[o * k + i] = if alpha == 1.0 { v } else { alpha * v };
             }
         }
+        let mut bias_src = None;
         let bias = match bias_c {
             Some(cc) if beta != 0.0 => {
                 let e = tensor::expand(&cc.data, &cc.dims, &[1, m]).ok_or_else(|| {
@@ -854,11 +928,19 @@ impl<'g> Importer<'g> {
                     ))
                 })?;
                 let scaled: Vec<f64> = e.iter().map(|&v| v * beta as f64).collect();
+                if let Some(index) = expand_index(&cc.dims, &[1, m]) {
+                    bias_src = Some((cc.clone(), Transform::GemmBias { beta, index }));
+                }
                 Some(to_finite_f32(&scaled, &cc.origin)?)
             }
             _ => None,
         };
-        self.push(c.name.to_string(), Layer::Dense(Dense { weight, bias, inputs: k, outputs: m }), &[x])
+        let id = self.push(c.name.to_string(), Layer::Dense(Dense { weight, bias, inputs: k, outputs: m }), &[x])?;
+        self.source(id, ParamKind::DenseWeight, &b, Transform::GemmWeight { trans_b, alpha, inputs: k, outputs: m });
+        if let Some((cc, t)) = bias_src {
+            self.source(id, ParamKind::DenseBias, &cc, t);
+        }
+        Ok(id)
     }
 
     fn matmul(&mut self, c: &Ctx, ins: &[Option<Val>]) -> Result<NodeId> {
@@ -893,7 +975,9 @@ impl<'g> Importer<'g> {
                         weight[o * k + i] = wv[i * m + o];
                     }
                 }
-                self.push(name, Layer::Dense(Dense { weight, bias: None, inputs: k, outputs: m }), &[x])
+                let id = self.push(name, Layer::Dense(Dense { weight, bias: None, inputs: k, outputs: m }), &[x])?;
+                self.source(id, ParamKind::DenseWeight, &w, Transform::MatMulWeight { inputs: k, outputs: m });
+                Ok(id)
             }
             (Some(Val::Const(w)), Some(Val::Node(x))) => {
                 // W·X per sample, X of shape [K, M]: (Xᵀ·Wᵀ)ᵀ, a dense layer between two transposes.
@@ -923,6 +1007,7 @@ impl<'g> Importer<'g> {
                 };
                 let t = self.push(format!("{name}/transpose_in"), pre, &[x])?;
                 let d = self.push(format!("{name}/dense"), dense, &[t])?;
+                self.source(d, ParamKind::DenseWeight, &w, Transform::Direct);
                 self.push(name, post, &[d])
             }
             (Some(Val::Node(_)), Some(Val::Node(_))) => Err(c.unsupported(
@@ -994,7 +1079,12 @@ impl<'g> Importer<'g> {
                     }
                 };
                 let (scale, shift) = (to_finite_f32(&scale, &k.origin)?, to_finite_f32(&shift, &k.origin)?);
-                self.affine(c, x, 0, scale, shift)
+                let sign = match c.op {
+                    "Add" => Some(1.0),
+                    "Sub" => Some(-1.0),
+                    _ => None,
+                };
+                self.affine(c, x, 0, scale, shift, sign.map(|s| (k.clone(), s)))
             }
             (Val::Const(k), Val::Node(x)) => {
                 let v = self.expand_to(c, x, &k)?;
@@ -1010,7 +1100,8 @@ impl<'g> Importer<'g> {
                     }
                 };
                 let (scale, shift) = (to_finite_f32(&scale, &k.origin)?, to_finite_f32(&shift, &k.origin)?);
-                self.affine(c, x, 1, scale, shift)
+                let src = (c.op == "Add").then(|| (k.clone(), 1.0));
+                self.affine(c, x, 1, scale, shift, src)
             }
             (Val::Const(_), Val::Const(_)) => Err(c.bad("constant arithmetic was not folded")),
         }
@@ -1018,7 +1109,18 @@ impl<'g> Importer<'g> {
 
     /// `x·scale + shift`, merged into the node producing `x` when that node is an affine map
     /// used only here (input normalisation `(x − m)/s`, the bias of `MatMul` + `Add`).
-    fn affine(&mut self, c: &Ctx, x: NodeId, input: usize, scale: Vec<f32>, shift: Vec<f32>) -> Result<NodeId> {
+    ///
+    /// `src` is the constant of an `Add`/`Sub` and its sign, recorded as the source of a Dense
+    /// bias it is merged into.
+    fn affine(
+        &mut self,
+        c: &Ctx,
+        x: NodeId,
+        input: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        src: Option<(Rc<Const>, f64)>,
+    ) -> Result<NodeId> {
         let x_name = c.input_name(input);
         let single_use = x != 0 && x + 1 == self.nodes.len() && self.uses.get(x_name).copied() == Some(1);
         if single_use {
@@ -1036,11 +1138,21 @@ impl<'g> Importer<'g> {
                         && d.outputs > 0
                         && shift.iter().enumerate().all(|(j, &t)| t == shift[j % d.outputs]) =>
                 {
-                    let bias = d.bias.get_or_insert_with(|| vec![0.0; d.outputs]);
+                    let outputs = d.outputs;
+                    let bias = d.bias.get_or_insert_with(|| vec![0.0; outputs]);
+                    let base = bias.clone();
                     for (b, &t) in bias.iter_mut().zip(&shift) {
                         *b += t;
                     }
                     log::debug!("merged node `{}` into the bias of `{}`", c.name, self.nodes[x].name);
+                    if let Some((k, sign)) = src {
+                        let mut target = vec![1];
+                        target.extend_from_slice(self.shape(x));
+                        if let Some(index) = expand_index(&k.dims, &target) {
+                            let t = Transform::MergedShift { sign, base, index, outputs };
+                            self.source(x, ParamKind::DenseBias, &k, t);
+                        }
+                    }
                     return Ok(x);
                 }
                 _ => {}
@@ -1053,6 +1165,7 @@ impl<'g> Importer<'g> {
         let x = self.rt(c, ins, 0)?;
         let ch = self.shape(x).first().copied().unwrap_or(0);
         let mut params = Vec::with_capacity(4);
+        let mut consts = Vec::with_capacity(4);
         for (i, what) in ["scale", "B", "mean", "var"].into_iter().enumerate() {
             let k = self.cst(c, ins, i + 1, what)?;
             if k.len() != ch {
@@ -1063,6 +1176,7 @@ impl<'g> Importer<'g> {
                 )));
             }
             params.push(k.finite_f32()?);
+            consts.push(k);
         }
         let training = a.int("training_mode", 0)?;
         if training != 0 {
@@ -1080,7 +1194,11 @@ impl<'g> Importer<'g> {
         let mean = params.pop().unwrap_or_default();
         let beta = params.pop().unwrap_or_default();
         let gamma = params.pop().unwrap_or_default();
-        self.push(c.name.to_string(), Layer::BatchNorm(BatchNorm { gamma, beta, mean, var, epsilon }), &[x])
+        let id = self.push(c.name.to_string(), Layer::BatchNorm(BatchNorm { gamma, beta, mean, var, epsilon }), &[x])?;
+        for (k, param) in consts.iter().zip([ParamKind::BnGamma, ParamKind::BnBeta, ParamKind::BnMean, ParamKind::BnVar]) {
+            self.source(id, param, k, Transform::Direct);
+        }
+        Ok(id)
     }
 
     fn clip(&mut self, c: &Ctx, a: &Attrs, ins: &[Option<Val>]) -> Result<NodeId> {
