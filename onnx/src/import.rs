@@ -805,7 +805,7 @@ impl<'g> Importer<'g> {
         let dilation = self.pair(c, a, "dilations", 1)?;
         let span = [(kh.max(1) - 1) * dilation[0] + 1, (kw.max(1) - 1) * dilation[1] + 1];
         let padding = self.pads(c, a, [s[1], s[2]], span, stride)?;
-        let bias = match b {
+        let bias = match &b {
             Some(b) if b.len() == m => Some(b.finite_f32()?),
             Some(b) => return Err(c.bad(format!("bias `{}` has {} values, expected {m}", b.origin, b.len()))),
             None => None,
@@ -1122,6 +1122,8 @@ impl<'g> Importer<'g> {
         src: Option<(Rc<Const>, f64)>,
     ) -> Result<NodeId> {
         let x_name = c.input_name(input);
+        let mut target = vec![1];
+        target.extend_from_slice(self.shape(x));
         let single_use = x != 0 && x + 1 == self.nodes.len() && self.uses.get(x_name).copied() == Some(1);
         if single_use {
             match &mut self.nodes[x].layer {
@@ -1146,8 +1148,6 @@ impl<'g> Importer<'g> {
                     }
                     log::debug!("merged node `{}` into the bias of `{}`", c.name, self.nodes[x].name);
                     if let Some((k, sign)) = src {
-                        let mut target = vec![1];
-                        target.extend_from_slice(self.shape(x));
                         if let Some(index) = expand_index(&k.dims, &target) {
                             let t = Transform::MergedShift { sign, base, index, outputs };
                             self.source(x, ParamKind::DenseBias, &k, t);
