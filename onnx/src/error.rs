@@ -78,6 +78,10 @@ pub enum Error {
     /// inputs, symbolic non-batch dimensions, unsupported opset, …).
     #[error("{0}")]
     BadGraph(String),
+    /// The network cannot be exported into the imported model (changed structure or constants,
+    /// output path equal to the source, …).
+    #[error("cannot export: {0}")]
+    Export(String),
     /// The imported layers were rejected by `certify-core` (inconsistent shapes or parameters).
     #[error("the imported network is invalid: {0}")]
     Core(#[from] certify_core::Error),

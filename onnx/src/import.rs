@@ -10,8 +10,8 @@ use tract_onnx::pb::type_proto::Value as TypeValue;
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 use crate::attrs::Attrs;
-use crate::export::{expand_index, ParamKind, ParamSource, TensorLocation, Transform};
 use crate::error::{Error, Result};
+use crate::export::{expand_index, ParamKind, ParamSource, TensorLocation, Transform};
 use crate::tensor::{self, checked_size, to_finite_f32, Const};
 use crate::{Imported, SUPPORTED_OPS};
 
@@ -1194,8 +1194,11 @@ impl<'g> Importer<'g> {
         let mean = params.pop().unwrap_or_default();
         let beta = params.pop().unwrap_or_default();
         let gamma = params.pop().unwrap_or_default();
-        let id = self.push(c.name.to_string(), Layer::BatchNorm(BatchNorm { gamma, beta, mean, var, epsilon }), &[x])?;
-        for (k, param) in consts.iter().zip([ParamKind::BnGamma, ParamKind::BnBeta, ParamKind::BnMean, ParamKind::BnVar]) {
+        let id =
+            self.push(c.name.to_string(), Layer::BatchNorm(BatchNorm { gamma, beta, mean, var, epsilon }), &[x])?;
+        for (k, param) in
+            consts.iter().zip([ParamKind::BnGamma, ParamKind::BnBeta, ParamKind::BnMean, ParamKind::BnVar])
+        {
             self.source(id, param, k, Transform::Direct);
         }
         Ok(id)

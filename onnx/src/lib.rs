@@ -16,6 +16,11 @@
 //!
 //! Opsets 9 to 18 are supported.
 //!
+//! [`export`] / [`export_bytes`] write the imported model back with a network's current
+//! parameter values (after training, for example): same graph, names, opset and metadata; each
+//! trainable parameter goes back into the tensor it came from ([`Imported::params`] records the
+//! tensor and the transform applied on import), in the tensor's original data type and layout.
+//!
 //! ```no_run
 //! use std::path::Path;
 //!
@@ -42,16 +47,19 @@
 
 mod attrs;
 mod error;
+mod export;
 mod import;
 mod tensor;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use certify_core::Network;
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
 pub use error::{Error, Result};
+pub use export::{export, export_bytes, ParamKind, ParamSource, TensorLocation, Transform};
 
 /// The ONNX operators the importer supports, as listed in error messages.
 pub const SUPPORTED_OPS: &str = "Conv (2-D), MaxPool, AveragePool, GlobalAveragePool, ReduceMean (over all spatial \
@@ -80,12 +88,50 @@ pub struct Imported {
     pub opset: i64,
     /// Human-readable notes on what the importer did (stripped softmax, fixed batch, …).
     pub notes: Vec<String>,
+    /// Where each trainable parameter of [`network`](Self::network) comes from (initializer and
+    /// the transform applied on import), used by [`export`]. Parameters without an entry (a bias
+    /// created by merging a constant `Mul`, …) can only be exported unchanged.
+    pub params: Vec<ParamSource>,
+    /// The decoded ONNX model, kept for [`export`].
+    model: SourceModel,
+    /// The file it was read from ([`import_path`] only).
+    source_path: Option<PathBuf>,
+}
+
+/// The original model; its `Debug` does not print the weights.
+#[derive(Clone, Default)]
+pub(crate) struct SourceModel(pub(crate) Arc<ModelProto>);
+
+impl std::fmt::Debug for SourceModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.0.graph.as_ref();
+        write!(
+            f,
+            "ModelProto {{ {} nodes, {} initializers }}",
+            g.map_or(0, |g| g.node.len()),
+            g.map_or(0, |g| g.initializer.len())
+        )
+    }
+}
+
+impl Imported {
+    /// The file the model was imported from (`None` for [`import_bytes`]).
+    pub fn source_path(&self) -> Option<&Path> {
+        self.source_path.as_deref()
+    }
+
+    /// The original ONNX model, as decoded.
+    pub fn model(&self) -> &ModelProto {
+        &self.model.0
+    }
 }
 
 /// Reads and imports the ONNX file at `path`.
 pub fn import_path(path: &Path) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    import_labelled(&bytes, &path.display().to_string())
+    let mut imported = import_labelled(&bytes, &path.display().to_string())?;
+    imported.source_path = Some(path.to_path_buf());
+    Ok(imported)
 }
 
 /// Imports an ONNX model from its serialized bytes.
@@ -102,7 +148,8 @@ fn import_labelled(bytes: &[u8], label: &str) -> Result<Imported> {
     if model.graph.is_none() {
         return Err(decode_err("it decodes as protobuf but holds no graph".into()));
     }
-    let imported = import::import_model(&model)?;
+    let mut imported = import::import_model(&model)?;
+    imported.model = SourceModel(Arc::new(model));
     log::info!(
         "imported {label}: opset {}, input `{}` {:?}, {} nodes, {} classes",
         imported.opset,

@@ -1,4 +1,5 @@
 mod bad_input;
+mod export;
 mod fixtures;
 mod harness;
 mod shared_models;
