@@ -5,6 +5,8 @@
 //! - logits ([`Network::forward`]) and all node values ([`Network::trace`]);
 //! - vector-Jacobian products `uᵀJ` ([`Network::vjp`], reverse mode);
 //! - Jacobian-vector products `Jv` ([`Network::jvp`], forward mode);
+//! - parameter gradients ([`Network::backward`], [`ParamGrads`]) and training utilities
+//!   ([`train`]: softmax cross-entropy, SGD, Adam, RMSProp);
 //! - the exact Jacobian `J = ∂z/∂x` of the logits `z` with respect to the input
 //!   ([`Network::jacobian`]), whose Frobenius norm is what Jacobian regularisation penalises.
 //!
@@ -32,13 +34,16 @@ mod kernels;
 mod layer;
 mod network;
 mod parallel;
+mod params;
 mod reverse;
 mod scalar;
 mod tangent;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use forward::Trace;
 pub use jacobian::Jacobians;
 pub use layer::{infer_shape, Affine, BatchNorm, Conv2d, Dense, Layer, Pad, Pool2d};
 pub use network::{Network, Node, NodeId};
+pub use params::{LayerGrads, ParamGrads};
 pub use scalar::Float;

@@ -1,5 +1,6 @@
 //! Reverse mode: vector-Jacobian products `uᵀ·J` for several cotangents per sample.
 
+use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
@@ -7,8 +8,9 @@ use crate::forward::{check_input, Trace};
 use crate::gemm::{gemm, Mat};
 use crate::kernels::{conv, elementwise, layout, pool};
 use crate::layer::Layer;
-use crate::network::Network;
-use crate::parallel::{for_row_blocks, for_rows};
+use crate::network::{Network, Node};
+use crate::parallel::{for_row_blocks, for_rows, threads};
+use crate::params::{LayerGrads, ParamGrads};
 use crate::scalar::Float;
 use crate::tangent::maxpool_argmax;
 
@@ -23,6 +25,28 @@ impl<T: Float> Network<T> {
     /// Vector-Jacobian products at the points of `trace`: `cotangents` holds `rows` vectors `u`
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
+        self.reverse(trace, cotangents, rows, None)
+    }
+
+    /// Reverse mode with parameter gradients: the input gradient of [`vjp`](Self::vjp) (same
+    /// cotangent layout `[batch, rows, K]`, same result `[batch, rows, D]`), and the gradient of
+    /// `Σ_{b,r} u_{b,r}·z(x_b)` with respect to every trainable parameter (convolution and dense
+    /// weights and biases, batch-norm `gamma` and `beta`), summed over all `batch·rows` rows.
+    pub fn backward(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<(Vec<T>, ParamGrads<T>)> {
+        let mut params = ParamGrads::zeros_like(self);
+        let dx = self.reverse(trace, cotangents, rows, Some(&mut params))?;
+        Ok((dx, params))
+    }
+
+    /// The reverse walk shared by [`vjp`](Self::vjp) and [`backward`](Self::backward); parameter
+    /// gradients are accumulated into `params` when it is given.
+    fn reverse(
+        &self,
+        trace: &Trace<T>,
+        cotangents: &[T],
+        rows: usize,
+        mut params: Option<&mut ParamGrads<T>>,
+    ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(cotangents, batch.saturating_mul(rows), self.num_classes(), "cotangents")?;
         if rows == 0 {
@@ -39,6 +63,9 @@ impl<T: Float> Network<T> {
             let in_size: usize = shapes[0].iter().product();
             let out_size = node.size();
             let first = node.inputs[0];
+            if let Some(p) = params.as_deref_mut() {
+                param_grads(node, shapes[0], trace.value(first), &dy, batch, rows, p.nodes[id].as_mut());
+            }
             match &node.layer {
                 Layer::Input => unreachable!("node 0 is the only input"),
                 Layer::Conv2d(c) => {
@@ -174,5 +201,94 @@ impl<T: Float> Network<T> {
         }
         // An input that does not reach the output has a zero gradient.
         Ok(grads[0].take().unwrap_or_else(|| alloc::vec![T::ZERO; n_rows * self.input_len()]))
+    }
+}
+
+/// `dy` (`[batch, rows, size]`) summed over the rows of each sample: `[batch, size]`.
+fn sum_over_rows<T: Float>(dy: &[T], batch: usize, rows: usize, size: usize) -> Cow<'_, [T]> {
+    if rows == 1 {
+        return Cow::Borrowed(dy);
+    }
+    let mut out = alloc::vec![T::ZERO; batch * size];
+    for (r, row) in dy.chunks(size).enumerate() {
+        let s = r / rows;
+        out[s * size..(s + 1) * size].iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+    }
+    Cow::Owned(out)
+}
+
+/// Adds the gradients of `node`'s parameters for the cotangent rows `dy` (`[batch, rows, out]`)
+/// at the node input values `x` (`[batch, in]`) to `acc`. Every parameter gradient is linear in
+/// `dy` and the input is shared by the rows of a sample, so the rows are summed first.
+fn param_grads<T: Float>(
+    node: &Node<T>,
+    in_shape: &[usize],
+    x: &[T],
+    dy: &[T],
+    batch: usize,
+    rows: usize,
+    acc: Option<&mut LayerGrads<T>>,
+) {
+    let Some(acc) = acc else { return };
+    let out_size = node.size();
+    let in_size: usize = in_shape.iter().product();
+    match (&node.layer, acc) {
+        (Layer::Conv2d(c), LayerGrads::Conv2d { weight, bias }) => {
+            let dys = sum_over_rows(dy, batch, rows, out_size);
+            let g = conv::ConvGeom::new(in_shape, &node.shape);
+            let wlen = c.weight.len();
+            // One partial weight gradient per block of samples, summed afterwards.
+            let per = batch.div_ceil(threads().max(1)).max(1);
+            let blocks = batch.div_ceil(per);
+            let mut partial = alloc::vec![T::ZERO; blocks * wlen];
+            for_rows(&mut partial, wlen, Vec::new, |scratch, blk, dw| {
+                for s in blk * per..((blk + 1) * per).min(batch) {
+                    let xs = &x[s * in_size..(s + 1) * in_size];
+                    conv::weight_grad_row(c, &g, xs, &dys[s * out_size..(s + 1) * out_size], dw, scratch);
+                }
+            });
+            for p in partial.chunks(wlen) {
+                weight.iter_mut().zip(p).for_each(|(a, &b)| *a += b);
+            }
+            if let Some(db) = bias {
+                let npos = out_size / c.out_channels;
+                for row in dys.chunks(out_size) {
+                    for (o, d) in db.iter_mut().enumerate() {
+                        *d += row[o * npos..(o + 1) * npos].iter().copied().sum::<T>();
+                    }
+                }
+            }
+        }
+        (Layer::Dense(d), LayerGrads::Dense { weight, bias }) => {
+            let dys = sum_over_rows(dy, batch, rows, out_size);
+            let m = batch * (in_size / d.inputs);
+            gemm(T::ONE, Mat::new(&dys, m, d.outputs).t(), Mat::new(x, m, d.inputs), T::ONE, weight);
+            if let Some(db) = bias {
+                for row in dys.chunks(d.outputs) {
+                    db.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+                }
+            }
+        }
+        (Layer::BatchNorm(b), LayerGrads::BatchNorm { gamma, beta }) => {
+            let dys = sum_over_rows(dy, batch, rows, out_size);
+            let c = b.gamma.len();
+            let inner = in_size / c;
+            for (xr, yr) in x.chunks(in_size).zip(dys.chunks(out_size)) {
+                for ch in 0..c {
+                    let inv = T::ONE / (b.var[ch] + b.epsilon).sqrt();
+                    let xs = &xr[ch * inner..(ch + 1) * inner];
+                    let ys = &yr[ch * inner..(ch + 1) * inner];
+                    let mut sg = T::ZERO;
+                    let mut sb = T::ZERO;
+                    for (&xv, &yv) in xs.iter().zip(ys) {
+                        sg += yv * (xv - b.mean[ch]);
+                        sb += yv;
+                    }
+                    gamma[ch] += sg * inv;
+                    beta[ch] += sb;
+                }
+            }
+        }
+        _ => {}
     }
 }

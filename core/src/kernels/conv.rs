@@ -191,3 +191,25 @@ pub(crate) fn forward_single_split<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T
         },
     );
 }
+
+/// `dW += dy·colsᵀ` for one sample (per group), where `cols` is the im2col of the sample's
+/// input `x`; `dw` has the weight's layout `[out, in/groups, kh, kw]`.
+pub(crate) fn weight_grad_row<T: Float>(
+    c: &Conv2d<T>,
+    g: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let npos = g.ho * g.wo;
+    scratch.resize(scratch_len(c, g), T::ZERO);
+    im2col(c, g, x, scratch);
+    let kr = col_rows(c);
+    let og = c.out_channels / c.groups;
+    for grp in 0..c.groups {
+        let d = Mat::new(&dy[grp * og * npos..(grp + 1) * og * npos], og, npos);
+        let cols = Mat::new(&scratch[grp * kr * npos..(grp + 1) * kr * npos], kr, npos);
+        gemm(T::ONE, d, cols.t(), T::ONE, &mut dw[grp * og * kr..(grp + 1) * og * kr]);
+    }
+}
