@@ -36,10 +36,10 @@ where
     if row_len == 0 || out.is_empty() {
         return;
     }
-    let rows = out.len() / row_len;
     #[cfg(feature = "std")]
     {
         use rayon::prelude::*;
+        let rows = out.len() / row_len;
         let threads = rayon::current_num_threads();
         if rows > 1 && threads > 1 {
             // Blocks of at least 8 rows keep each matrix product efficient.
@@ -48,7 +48,6 @@ where
             return;
         }
     }
-    let _ = rows;
     f(0, out);
 }
 

@@ -74,8 +74,6 @@ impl<T: Float> Network<T> {
                     for (r, o) in out.chunks_mut(out_size).enumerate() {
                         let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
                         let ti = &tin[r * in_size..(r + 1) * in_size];
-                        let base = (r / rows) * in_size;
-                        let _ = base;
                         for (v, &i) in o.iter_mut().zip(a) {
                             *v = ti[i];
                         }
