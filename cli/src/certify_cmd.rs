@@ -4,7 +4,7 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use certify_bounds::{certify_batch, deepfool, fgsm, jsma, DeepFoolConfig, JsmaConfig, JsmaSearch, JsmaTarget};
+use certify_bounds::{deepfool, fgsm, jsma, point_bounds, DeepFoolConfig, JsmaConfig, JsmaSearch, JsmaTarget};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{Attack, Cli, JsmaSearchArg};
@@ -98,8 +98,10 @@ pub fn run(args: &Cli) -> Result<()> {
         let b = args.batch.min(n - start);
         let x = &prepared.x[start * d..(start + b) * d];
         let labels = &ds.labels[start..start + b];
-        let pb = certify_batch(&net, x, b)?;
-        let jac = net.forward(x, b)?;
+        // One forward and one exact-Jacobian pass give both the logits and the bounds.
+        let jac = net.jacobian(x, b)?;
+        let pb: Vec<_> =
+            (0..b).map(|i| point_bounds(jac.logits_of(i), jac.jacobian_of(i), &x[i * d..(i + 1) * d])).collect();
         let dfs = if attacks.contains(&Attack::Deepfool) { Some(deepfool(&net, x, b, &df_cfg)?) } else { None };
         let fg = if attacks.contains(&Attack::Fgsm) {
             Some(fgsm(&net, x, labels, &args.eps, &prepared.domain)?)
@@ -117,7 +119,7 @@ pub fn run(args: &Cli) -> Result<()> {
                 index: start + i,
                 label: labels[i],
                 predicted: p.predicted,
-                logits: jac[i * k..(i + 1) * k].to_vec(),
+                logits: jac.logits_of(i).to_vec(),
                 margin: p.margin,
                 jacobian_fro: p.jacobian_fro,
                 prop3_bound: p.prop3_bound,

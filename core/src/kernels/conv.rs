@@ -119,6 +119,14 @@ fn col2im<T: Float>(c: &Conv2d<T>, g: &ConvGeom, cols: &[T], dx: &mut [T]) {
     }
 }
 
+/// Fills `scratch` with the im2col matrix of `x` and returns `(Ho·Wo, rows per group, output
+/// channels per group)`.
+fn cols_of<T: Float>(c: &Conv2d<T>, g: &ConvGeom, x: &[T], scratch: &mut Vec<T>) -> (usize, usize, usize) {
+    scratch.resize(scratch_len(c, g), T::ZERO);
+    im2col(c, g, x, scratch);
+    (g.ho * g.wo, col_rows(c), c.out_channels / c.groups)
+}
+
 /// `y = conv(x) (+ bias)` for one sample; `scratch` has [`scratch_len`] values.
 pub(crate) fn forward_row<T: Float>(
     c: &Conv2d<T>,
@@ -128,11 +136,7 @@ pub(crate) fn forward_row<T: Float>(
     with_bias: bool,
     scratch: &mut Vec<T>,
 ) {
-    let npos = g.ho * g.wo;
-    scratch.resize(scratch_len(c, g), T::ZERO);
-    im2col(c, g, x, scratch);
-    let kr = col_rows(c);
-    let og = c.out_channels / c.groups;
+    let (npos, kr, og) = cols_of(c, g, x, scratch);
     for grp in 0..c.groups {
         let w = Mat::new(&c.weight[grp * og * kr..(grp + 1) * og * kr], og, kr);
         let cols = Mat::new(&scratch[grp * kr * npos..(grp + 1) * kr * npos], kr, npos);
@@ -202,11 +206,7 @@ pub(crate) fn weight_grad_row<T: Float>(
     dw: &mut [T],
     scratch: &mut Vec<T>,
 ) {
-    let npos = g.ho * g.wo;
-    scratch.resize(scratch_len(c, g), T::ZERO);
-    im2col(c, g, x, scratch);
-    let kr = col_rows(c);
-    let og = c.out_channels / c.groups;
+    let (npos, kr, og) = cols_of(c, g, x, scratch);
     for grp in 0..c.groups {
         let d = Mat::new(&dy[grp * og * npos..(grp + 1) * og * npos], og, npos);
         let cols = Mat::new(&scratch[grp * kr * npos..(grp + 1) * kr * npos], kr, npos);
