@@ -52,6 +52,25 @@ pub enum Error {
         /// Per-sample output shape.
         shape: Vec<usize>,
     },
+    /// A pass needs a piecewise-linear network and meets a smooth nonlinearity.
+    #[error(
+        "node `{node}` ({kind}) has a non-zero second derivative; the exact Jacobian-penalty gradient needs a \
+         piecewise-linear network (ReLU, LeakyReLU, Clip, max pooling and affine layers)"
+    )]
+    NotPiecewiseLinear {
+        /// Name of the offending node.
+        node: String,
+        /// Its layer kind.
+        kind: &'static str,
+    },
+    /// Training produced a NaN or an infinity; the step was not applied.
+    #[error("training step {step}: the {what} went non-finite (NaN or infinity) and the step was not applied; try a smaller learning rate or λ")]
+    NonFiniteLoss {
+        /// The step (counting from 1) whose update was refused.
+        step: u64,
+        /// `"logits"`, `"loss"` or `"gradient"`.
+        what: &'static str,
+    },
 }
 
 /// Result alias for this crate.

@@ -22,6 +22,9 @@ pub struct Trace<T> {
     batch: usize,
     /// `values[id]` is `[batch, node size]`, empty for nodes that do not reach the output.
     values: Vec<Vec<T>>,
+    /// Training-time dropout: `masks[id]`, when present, multiplies node `id`'s output
+    /// elementwise (`[batch, node size]`, entries 0 or `1/(1−p)`); empty when no dropout ran.
+    masks: Vec<Option<Vec<T>>>,
 }
 
 impl<T: Float> Trace<T> {
@@ -42,23 +45,34 @@ impl<T: Float> Trace<T> {
         &self.values[0]
     }
 
+    /// The dropout mask applied to node `id`'s output, `[batch, size]`, if dropout ran there.
+    pub fn mask(&self, id: usize) -> Option<&[T]> {
+        self.masks.get(id).and_then(|m| m.as_deref())
+    }
+
+    /// The values of nodes `0..n` only (a copy): the trace of [`Network::truncated`]`(n − 1)`.
+    pub fn prefix(&self, n: usize) -> Trace<T> {
+        let n = n.min(self.values.len());
+        let mut masks: Vec<Option<Vec<T>>> = self.masks.iter().take(n).cloned().collect();
+        masks.truncate(n);
+        Trace { batch: self.batch, values: self.values[..n].to_vec(), masks }
+    }
+
     /// A trace of samples `start..end` only (a copy), so that memory-hungry reverse passes can
     /// run over a large batch in cache-sized pieces.
     pub fn samples(&self, start: usize, end: usize) -> Trace<T> {
         assert!(start <= end && end <= self.batch, "sample range {start}..{end} outside batch {}", self.batch);
-        let values = self
-            .values
-            .iter()
-            .map(|v| {
-                if v.is_empty() {
-                    Vec::new()
-                } else {
-                    let per = v.len() / self.batch;
-                    v[start * per..end * per].to_vec()
-                }
-            })
-            .collect();
-        Trace { batch: end - start, values }
+        let slice = |v: &Vec<T>| {
+            if v.is_empty() {
+                Vec::new()
+            } else {
+                let per = v.len() / self.batch;
+                v[start * per..end * per].to_vec()
+            }
+        };
+        let values = self.values.iter().map(slice).collect();
+        let masks = self.masks.iter().map(|m| m.as_ref().map(slice)).collect();
+        Trace { batch: end - start, values, masks }
     }
 }
 
@@ -79,18 +93,37 @@ impl<T: Float> Network<T> {
     ///
     /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
     pub fn trace(&self, x: &[T], batch: usize) -> Result<Trace<T>> {
-        self.run(x, batch, true)
+        self.run(x, batch, true, Vec::new())
+    }
+
+    /// [`trace`](Self::trace) with training-time dropout: `masks[id]`, when present, multiplies
+    /// node `id`'s output (`[batch, node size]`, typically 0 or `1/(1−p)`, see
+    /// [`train::dropout_masks`](crate::train::dropout_masks)). The reverse and tangent passes
+    /// at this trace apply the same masks, so gradients and Jacobians are those of the thinned
+    /// network, as in training-mode frameworks.
+    ///
+    /// Errors like [`trace`](Self::trace), and when a mask has the wrong length.
+    pub fn trace_with_masks(&self, x: &[T], batch: usize, masks: Vec<Option<Vec<T>>>) -> Result<Trace<T>> {
+        if masks.len() > self.nodes().len() {
+            return Err(Error::DataLength { got: masks.len(), expected: self.nodes().len(), what: "dropout masks" });
+        }
+        for (id, m) in masks.iter().enumerate() {
+            if let Some(m) = m {
+                check_input(m, batch, self.nodes()[id].size(), "dropout mask")?;
+            }
+        }
+        self.run(x, batch, true, masks)
     }
 
     /// The logits `[batch, K]` of the batch `x` (`[batch, D]`, row-major).
     ///
     /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
     pub fn forward(&self, x: &[T], batch: usize) -> Result<Vec<T>> {
-        let mut t = self.run(x, batch, false)?;
+        let mut t = self.run(x, batch, false, Vec::new())?;
         Ok(core::mem::take(&mut t.values[self.output()]))
     }
 
-    fn run(&self, x: &[T], batch: usize, keep: bool) -> Result<Trace<T>> {
+    fn run(&self, x: &[T], batch: usize, keep: bool, masks: Vec<Option<Vec<T>>>) -> Result<Trace<T>> {
         check_input(x, batch, self.input_len(), "input batch")?;
         let nodes = self.nodes();
         let live = self.live();
@@ -104,7 +137,10 @@ impl<T: Float> Network<T> {
             let node = &nodes[id];
             let ins: Vec<&[T]> = node.inputs.iter().map(|&i| values[i].as_slice()).collect();
             let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
-            let out = forward_node(node, &shapes, &ins, batch, true);
+            let mut out = forward_node(node, &shapes, &ins, batch, true);
+            if let Some(Some(m)) = masks.get(id) {
+                out.iter_mut().zip(m).for_each(|(v, &k)| *v *= k);
+            }
             if !keep {
                 for &i in &node.inputs {
                     remaining[i] -= 1;
@@ -115,7 +151,16 @@ impl<T: Float> Network<T> {
             }
             values[id] = out;
         }
-        Ok(Trace { batch, values })
+        Ok(Trace { batch, values, masks })
+    }
+}
+
+/// Multiplies `rows` rows per sample of node values (`[batch, rows, size]`) by the sample's
+/// dropout mask (`[batch, size]`).
+pub(crate) fn apply_mask<T: Float>(values: &mut [T], mask: &[T], rows: usize, size: usize) {
+    for (r, row) in values.chunks_mut(size).enumerate() {
+        let s = r / rows;
+        row.iter_mut().zip(&mask[s * size..(s + 1) * size]).for_each(|(v, &k)| *v *= k);
     }
 }
 

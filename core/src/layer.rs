@@ -172,6 +172,17 @@ pub enum Layer<T> {
 }
 
 impl<T: Float> Layer<T> {
+    /// Whether the layer has trainable parameters (see [`ParamGrads`](crate::ParamGrads)).
+    pub fn has_params(&self) -> bool {
+        matches!(self, Layer::Conv2d(_) | Layer::Dense(_) | Layer::BatchNorm(_))
+    }
+
+    /// Whether the layer is piecewise linear in its input (zero second derivative almost
+    /// everywhere): everything but [`Sigmoid`](Layer::Sigmoid) and [`Tanh`](Layer::Tanh).
+    pub fn is_piecewise_linear(&self) -> bool {
+        !matches!(self, Layer::Sigmoid | Layer::Tanh)
+    }
+
     /// A short name of the variant, for messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+mod bilinear;
 mod error;
 mod forward;
 mod gemm;
@@ -40,6 +41,7 @@ mod scalar;
 mod tangent;
 pub mod train;
 
+pub use bilinear::BilinearGrads;
 pub use error::{Error, Result};
 pub use forward::Trace;
 pub use jacobian::Jacobians;

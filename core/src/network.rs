@@ -151,6 +151,15 @@ impl<T: Float> Network<T> {
         Ok(())
     }
 
+    /// The sub-network of nodes `0..=id` whose output is node `id` (e.g. the penultimate
+    /// layer). Node ids are unchanged. Errors when `id` is out of range or the input itself.
+    pub fn truncated(&self, id: NodeId) -> Result<Network<T>> {
+        if id == 0 || id >= self.nodes.len() {
+            return Err(Error::Topology { node: "truncation".into(), input: id });
+        }
+        Ok(Network { nodes: self.nodes[..=id].to_vec() })
+    }
+
     /// The same network with parameters converted to another float type.
     pub fn cast<U: Float>(&self) -> Network<U> {
         Network {

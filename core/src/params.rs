@@ -110,6 +110,15 @@ impl<T: Float> ParamGrads<T> {
         ParamGrads { nodes: net.nodes().iter().map(|n| LayerGrads::zeros_like(&n.layer)).collect() }
     }
 
+    /// These gradients (of a [`truncated`](Network::truncated) prefix of `net`) extended with
+    /// zeros to all of `net`'s nodes.
+    pub fn padded_to(mut self, net: &Network<T>) -> Self {
+        let n = self.nodes.len();
+        self.nodes
+            .extend(net.nodes()[n.min(net.nodes().len())..].iter().map(|node| LayerGrads::zeros_like(&node.layer)));
+        self
+    }
+
     /// Every parameter tensor, in node order (weight before bias, gamma before beta): the
     /// order in which [`Network::update_params`] visits them.
     pub fn tensors(&self) -> Vec<&[T]> {

@@ -4,7 +4,7 @@ use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
-use crate::forward::{check_input, Trace};
+use crate::forward::{apply_mask, check_input, Trace};
 use crate::gemm::{gemm, Mat};
 use crate::kernels::{conv, elementwise, layout, pool};
 use crate::layer::Layer;
@@ -25,7 +25,7 @@ impl<T: Float> Network<T> {
     /// Vector-Jacobian products at the points of `trace`: `cotangents` holds `rows` vectors `u`
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
-        self.reverse(trace, cotangents, rows, None)
+        self.reverse(trace, cotangents, rows, None, None)
     }
 
     /// Reverse mode with parameter gradients: the input gradient of [`vjp`](Self::vjp) (same
@@ -34,18 +34,20 @@ impl<T: Float> Network<T> {
     /// weights and biases, batch-norm `gamma` and `beta`), summed over all `batch·rows` rows.
     pub fn backward(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<(Vec<T>, ParamGrads<T>)> {
         let mut params = ParamGrads::zeros_like(self);
-        let dx = self.reverse(trace, cotangents, rows, Some(&mut params))?;
+        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None)?;
         Ok((dx, params))
     }
 
     /// The reverse walk shared by [`vjp`](Self::vjp) and [`backward`](Self::backward); parameter
-    /// gradients are accumulated into `params` when it is given.
-    fn reverse(
+    /// gradients are accumulated into `params` when it is given, and the cotangents reaching
+    /// the outputs of nodes with trainable parameters are kept in `record[id]` when it is given.
+    pub(crate) fn reverse(
         &self,
         trace: &Trace<T>,
         cotangents: &[T],
         rows: usize,
         mut params: Option<&mut ParamGrads<T>>,
+        mut record: Option<&mut Vec<Option<Vec<T>>>>,
     ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(cotangents, batch.saturating_mul(rows), self.num_classes(), "cotangents")?;
@@ -57,15 +59,25 @@ impl<T: Float> Network<T> {
         let mut grads: Vec<Option<Vec<T>>> = alloc::vec![None; nodes.len()];
         grads[self.output()] = Some(cotangents.to_vec());
         for id in (1..nodes.len()).rev() {
-            let Some(dy) = grads[id].take() else { continue };
+            let Some(mut dy) = grads[id].take() else { continue };
             let node = &nodes[id];
+            if let Some(mask) = trace.mask(id) {
+                apply_mask(&mut dy, mask, rows, node.size());
+            }
             let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
             let in_size: usize = shapes[0].iter().product();
             let out_size = node.size();
             let first = node.inputs[0];
             if let Some(p) = params.as_deref_mut() {
-                param_grads(node, shapes[0], trace.value(first), &dy, batch, rows, p.nodes[id].as_mut());
+                param_grads(node, shapes[0], trace.value(first), &dy, batch, rows, p.nodes[id].as_mut(), true);
             }
+            // Cotangents of parameter layers are kept (moved after their last use below).
+            let recording = record.is_some();
+            let mut keep = |dy: Vec<T>| {
+                if let Some(rec) = record.as_deref_mut() {
+                    rec[id] = Some(dy);
+                }
+            };
             match &node.layer {
                 Layer::Input => unreachable!("node 0 is the only input"),
                 Layer::Conv2d(c) => {
@@ -75,6 +87,7 @@ impl<T: Float> Network<T> {
                         conv::backward_row(c, &g, &dy[r * out_size..(r + 1) * out_size], dxr, scratch)
                     });
                     accumulate(&mut grads[first], dx);
+                    keep(dy);
                 }
                 Layer::MaxPool2d(p) => {
                     let arg = maxpool_argmax(p, shapes[0], &node.shape, trace.value(first), batch);
@@ -121,6 +134,7 @@ impl<T: Float> Network<T> {
                         );
                     });
                     accumulate(&mut grads[first], dx);
+                    keep(dy);
                 }
                 Layer::Add => {
                     accumulate(&mut grads[node.inputs[1]], dy.clone());
@@ -136,6 +150,9 @@ impl<T: Float> Network<T> {
                 Layer::BatchNorm(b) => {
                     let (scale, _) = b.folded();
                     let inner = in_size / scale.len();
+                    if recording {
+                        keep(dy.clone());
+                    }
                     let mut dx = dy;
                     for row in dx.chunks_mut(in_size) {
                         for (ch, &s) in scale.iter().enumerate() {
@@ -220,7 +237,12 @@ fn sum_over_rows<T: Float>(dy: &[T], batch: usize, rows: usize, size: usize) -> 
 /// Adds the gradients of `node`'s parameters for the cotangent rows `dy` (`[batch, rows, out]`)
 /// at the node input values `x` (`[batch, in]`) to `acc`. Every parameter gradient is linear in
 /// `dy` and the input is shared by the rows of a sample, so the rows are summed first.
-fn param_grads<T: Float>(
+///
+/// With `offsets = false` the gradients are those of the layer's *linear part* (its tangent
+/// map, see [`forward_node`](crate::forward::forward_node)) at the tangent inputs `x`: biases
+/// and batch-norm shifts get nothing and batch-norm scales see `x` without the running mean.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn param_grads<T: Float>(
     node: &Node<T>,
     in_shape: &[usize],
     x: &[T],
@@ -228,6 +250,7 @@ fn param_grads<T: Float>(
     batch: usize,
     rows: usize,
     acc: Option<&mut LayerGrads<T>>,
+    offsets: bool,
 ) {
     let Some(acc) = acc else { return };
     let out_size = node.size();
@@ -250,7 +273,7 @@ fn param_grads<T: Float>(
             for p in partial.chunks(wlen) {
                 weight.iter_mut().zip(p).for_each(|(a, &b)| *a += b);
             }
-            if let Some(db) = bias {
+            if let (Some(db), true) = (bias, offsets) {
                 let npos = out_size / c.out_channels;
                 for row in dys.chunks(out_size) {
                     for (o, d) in db.iter_mut().enumerate() {
@@ -263,7 +286,7 @@ fn param_grads<T: Float>(
             let dys = sum_over_rows(dy, batch, rows, out_size);
             let m = batch * (in_size / d.inputs);
             gemm(T::ONE, Mat::new(&dys, m, d.outputs).t(), Mat::new(x, m, d.inputs), T::ONE, weight);
-            if let Some(db) = bias {
+            if let (Some(db), true) = (bias, offsets) {
                 for row in dys.chunks(d.outputs) {
                     db.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
                 }
@@ -276,16 +299,19 @@ fn param_grads<T: Float>(
             for (xr, yr) in x.chunks(in_size).zip(dys.chunks(out_size)) {
                 for ch in 0..c {
                     let inv = T::ONE / (b.var[ch] + b.epsilon).sqrt();
+                    let mean = if offsets { b.mean[ch] } else { T::ZERO };
                     let xs = &xr[ch * inner..(ch + 1) * inner];
                     let ys = &yr[ch * inner..(ch + 1) * inner];
                     let mut sg = T::ZERO;
                     let mut sb = T::ZERO;
                     for (&xv, &yv) in xs.iter().zip(ys) {
-                        sg += yv * (xv - b.mean[ch]);
+                        sg += yv * (xv - mean);
                         sb += yv;
                     }
                     gamma[ch] += sg * inv;
-                    beta[ch] += sb;
+                    if offsets {
+                        beta[ch] += sb;
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
-use crate::forward::{check_input, forward_node, Trace};
+use crate::forward::{apply_mask, check_input, forward_node, Trace};
 use crate::kernels::{elementwise, pool};
 use crate::layer::Layer;
 use crate::network::Network;
@@ -38,6 +38,18 @@ impl<T: Float> Network<T> {
     /// Jacobian-vector products at the points of `trace`: `tangents` holds `rows` tangent
     /// vectors per sample (`[batch, rows, D]`); returns `J(x_b)·v` as `[batch, rows, K]`.
     pub fn jvp(&self, trace: &Trace<T>, tangents: &[T], rows: usize) -> Result<Vec<T>> {
+        self.tangent_walk(trace, tangents, rows, &mut |_, _| {})
+    }
+
+    /// The forward-mode walk of [`jvp`](Self::jvp); `visit(id, t)` sees, for every node with
+    /// trainable parameters, the tangents `t` (`[batch, rows, in]`) arriving at its input.
+    pub(crate) fn tangent_walk(
+        &self,
+        trace: &Trace<T>,
+        tangents: &[T],
+        rows: usize,
+        visit: &mut dyn FnMut(usize, &[T]),
+    ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(tangents, batch.saturating_mul(rows), self.input_len(), "tangents")?;
         if rows == 0 {
@@ -55,6 +67,9 @@ impl<T: Float> Network<T> {
             let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
             let in_size: usize = shapes[0].iter().product();
             let out_size = node.size();
+            if node.layer.has_params() {
+                visit(id, &t[node.inputs[0]]);
+            }
             let out = match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
                     let primal = trace.value(node.inputs[0]);
@@ -97,6 +112,10 @@ impl<T: Float> Network<T> {
                     forward_node(node, &shapes, &ins, batch * rows, false)
                 }
             };
+            let mut out = out;
+            if let Some(mask) = trace.mask(id) {
+                apply_mask(&mut out, mask, rows, out_size);
+            }
             t[id] = out;
         }
         Ok(core::mem::take(&mut t[self.output()]))

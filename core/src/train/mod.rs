@@ -1,4 +1,7 @@
-//! Training building blocks: the softmax cross-entropy loss and first-order optimizers
+//! Training: the objective of Jacobian regularisation and its relatives ([`Objective`], exact
+//! parameter gradients), a mini-batch [`Trainer`] with dropout and frozen weights, a seeded
+//! [`Rng`], and the building blocks below it: the softmax cross-entropy loss and first-order
+//! optimizers
 //! ([`Sgd`], [`Adam`], [`RmsProp`]) that update a [`Network`](crate::Network) in place from the
 //! parameter gradients of [`Network::backward`](crate::Network::backward).
 //!
@@ -21,7 +24,13 @@
 //! ```
 
 mod loss;
+mod objective;
 mod optim;
+mod rng;
+mod trainer;
 
 pub use loss::softmax_cross_entropy;
-pub use optim::{Adam, Optimizer, RmsProp, Sgd};
+pub use objective::{LossForm, Objective, ObjectiveStats, PenaltyEstimate, PenaltyTarget, Regularizer};
+pub use optim::{Adam, Optimizer, OptimizerState, RmsProp, Sgd};
+pub use rng::Rng;
+pub use trainer::{dense_dropout_sites, dropout_masks, DropoutSite, Trainer};

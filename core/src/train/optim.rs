@@ -21,6 +21,38 @@ pub trait Optimizer<T: Float> {
     /// Errors, without changing anything, when `grads` does not have `net`'s parameter layout
     /// or not the layout of the optimizer's earlier steps.
     fn step(&mut self, net: &mut Network<T>, grads: &ParamGrads<T>) -> Result<()>;
+
+    /// The optimizer's state (step count and per-element buffers), to checkpoint it.
+    fn state(&self) -> OptimizerState<T>;
+
+    /// Continues from a state saved with [`state`](Self::state) by an optimizer of the same
+    /// kind. Errors when the number of buffers does not match; the buffer sizes are checked
+    /// against the network at the next step.
+    fn restore(&mut self, state: OptimizerState<T>) -> Result<()>;
+}
+
+/// The state of an [`Optimizer`]: steps taken and its per-element buffers (Adam: `m`, `v`;
+/// RMSProp: `v`; SGD with momentum: the momentum buffer), each laid out per parameter tensor
+/// like [`ParamGrads::tensors`] (empty before the first step).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState<T> {
+    /// Steps taken.
+    pub steps: u64,
+    /// Buffers, each a list of per-tensor vectors.
+    pub buffers: Vec<Vec<Vec<T>>>,
+}
+
+fn restore_buffers<T>(state: OptimizerState<T>, slots: &mut [&mut Slots<T>]) -> Result<u64> {
+    if state.buffers.len() != slots.len() {
+        return Err(Error::Parameter {
+            node: "optimizer".into(),
+            reason: format!("saved state has {} buffers, this optimizer keeps {}", state.buffers.len(), slots.len()),
+        });
+    }
+    for (slot, b) in slots.iter_mut().zip(state.buffers) {
+        slot.0 = b;
+    }
+    Ok(state.steps)
 }
 
 /// Per-element state buffers, one per parameter tensor, sized at the first step.
@@ -75,6 +107,14 @@ impl<T: Float> Sgd<T> {
 }
 
 impl<T: Float> Optimizer<T> for Sgd<T> {
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState { steps: 0, buffers: alloc::vec![self.buf.0.clone()] }
+    }
+
+    fn restore(&mut self, state: OptimizerState<T>) -> Result<()> {
+        restore_buffers(state, &mut [&mut self.buf]).map(|_| ())
+    }
+
     fn step(&mut self, net: &mut Network<T>, grads: &ParamGrads<T>) -> Result<()> {
         let (lr, mu) = (self.lr, self.momentum);
         if mu == T::ZERO {
@@ -148,6 +188,22 @@ impl<T: Float> Adam<T> {
 }
 
 impl<T: Float> Optimizer<T> for Adam<T> {
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState { steps: self.t, buffers: alloc::vec![self.m.0.clone(), self.v.0.clone()] }
+    }
+
+    fn restore(&mut self, state: OptimizerState<T>) -> Result<()> {
+        let t = restore_buffers(state, &mut [&mut self.m, &mut self.v])?;
+        self.t = t;
+        self.beta1_t = T::ONE;
+        self.beta2_t = T::ONE;
+        for _ in 0..t {
+            self.beta1_t *= self.beta1;
+            self.beta2_t *= self.beta2;
+        }
+        Ok(())
+    }
+
     fn step(&mut self, net: &mut Network<T>, grads: &ParamGrads<T>) -> Result<()> {
         self.m.prepare(net, grads)?;
         self.v.prepare(net, grads)?;
@@ -203,6 +259,14 @@ impl<T: Float> RmsProp<T> {
 }
 
 impl<T: Float> Optimizer<T> for RmsProp<T> {
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState { steps: 0, buffers: alloc::vec![self.v.0.clone()] }
+    }
+
+    fn restore(&mut self, state: OptimizerState<T>) -> Result<()> {
+        restore_buffers(state, &mut [&mut self.v]).map(|_| ())
+    }
+
     fn step(&mut self, net: &mut Network<T>, grads: &ParamGrads<T>) -> Result<()> {
         self.v.prepare(net, grads)?;
         let (lr, a, eps) = (self.lr, self.alpha, self.eps);
