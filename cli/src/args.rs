@@ -8,7 +8,15 @@ use clap::{Parser, ValueEnum};
 /// Prop. 3 / Cor. 2 estimates of the distance to the decision boundary (Jakubovitz & Giryes
 /// 2018), curvature proxies, and DeepFool / FGSM / JSMA attacks.
 #[derive(Parser, Debug)]
-#[command(name = "certify", version, about, long_about = None)]
+#[command(
+    name = "certify",
+    version,
+    about,
+    long_about = None,
+    after_help = "Subcommands:\n  certify harden MODEL --data TRAIN --out OUT.onnx [...]   post-train with Jacobian regularisation \
+                  (certify harden --help)\n  certify train --arch ARCH --data TRAIN --out OUT.onnx [...]   train from scratch \
+                  (certify train --help)"
+)]
 pub struct Cli {
     /// The ONNX classifier.
     pub model: PathBuf,

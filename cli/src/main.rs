@@ -5,8 +5,13 @@
 
 mod args;
 mod certify_cmd;
+mod checkpoint;
+mod fit;
+mod harden_cmd;
 mod input;
 mod report;
+mod train_args;
+mod train_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,17 +24,38 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The command a command line asks for: the main job, or one of the subcommands named by the
+/// first argument.
+enum Command {
+    Certify(args::Cli),
+    Harden(train_args::HardenCli),
+    Train(train_args::TrainCli),
+}
+
 fn main() -> ExitCode {
-    let args = args::Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if args.quiet {
-        "warn"
-    } else {
-        "info"
-    }))
-    .format_timestamp(None)
-    .format_target(false)
-    .init();
-    match certify_cmd::run(&args) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let rest = || std::iter::once(std::ffi::OsString::from(format!("certify {sub}"))).chain(argv[2..].iter().cloned());
+    let command = match sub {
+        "harden" => Command::Harden(train_args::HardenCli::parse_from(rest())),
+        "train" => Command::Train(train_args::TrainCli::parse_from(rest())),
+        _ => Command::Certify(args::Cli::parse_from(&argv)),
+    };
+    let quiet = match &command {
+        Command::Certify(a) => a.quiet,
+        Command::Harden(a) => a.train.quiet,
+        Command::Train(a) => a.train.quiet,
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if quiet { "warn" } else { "info" }))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let result = match &command {
+        Command::Certify(a) => certify_cmd::run(a),
+        Command::Harden(a) => harden_cmd::run(a),
+        Command::Train(a) => train_cmd::run(a),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed stdout (`certify … | head`) is not an error.

@@ -2,4 +2,5 @@
 
 mod binary;
 mod common;
+mod harden;
 mod reference;

@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+pub mod arch;
 mod bilinear;
 mod error;
 mod forward;

@@ -6,6 +6,7 @@
 
 mod checks;
 mod errors;
+mod penalty;
 mod properties;
 mod reference;
 mod strategies;

@@ -82,6 +82,22 @@ pub enum Error {
     /// output path equal to the source, …).
     #[error("cannot export: {0}")]
     Export(String),
+    /// [`export_network`](crate::export_network) was told not to overwrite
+    /// ([`BuildOptions::overwrite`](crate::BuildOptions::overwrite) off) and the file exists.
+    #[error("`{path}` already exists; remove it or choose another output file")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file could not be written (missing directory, no permission, full disk, …).
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        /// The file (or the temporary file beside it).
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The imported layers were rejected by `certify-core` (inconsistent shapes or parameters).
     #[error("the imported network is invalid: {0}")]
     Core(#[from] certify_core::Error),

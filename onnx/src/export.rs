@@ -612,7 +612,7 @@ pub fn export(imported: &Imported, network: &Network<f32>, out: &Path) -> Result
     write_atomic(out, &bytes)
 }
 
-fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io = |path: &Path| {
         let path = path.to_path_buf();

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod attrs;
+mod build;
 mod error;
 mod export;
 mod import;
@@ -58,6 +59,10 @@ use certify_core::Network;
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
+pub use build::{
+    export_network, export_network_bytes, BuildOptions, BATCH_DIM, BUILD_IR_VERSION, BUILD_OPSET, INPUT_NAME,
+    OUTPUT_NAME,
+};
 pub use error::{Error, Result};
 pub use export::{export, export_bytes, ParamKind, ParamSource, TensorLocation, Transform};
 

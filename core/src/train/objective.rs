@@ -162,6 +162,9 @@ impl Objective {
     ) -> Result<(ObjectiveStats, ParamGrads<T>)> {
         self.validate()?;
         let (b, k) = (trace.batch(), net.num_classes());
+        if b == 0 {
+            return Err(Error::DataLength { got: 0, expected: 1, what: "samples in the batch" });
+        }
         if labels.len() != b {
             return Err(Error::DataLength { got: labels.len(), expected: b, what: "labels" });
         }
@@ -285,30 +288,51 @@ impl Objective {
             }
         }
         let k = target_net.num_classes();
-        let (rows, v, scale) = match self.estimate {
-            PenaltyEstimate::Projections(p) => {
-                let mut v = Vec::with_capacity(m * p * k);
-                for _ in 0..m * p {
-                    v.extend(rng.unit_vector(k).into_iter().map(T::from_f64));
-                }
-                (p, v, k as f64 / p as f64)
-            }
-            _ => {
-                let mut v = alloc::vec![T::ZERO; m * k * k];
-                for s in 0..m {
-                    for r in 0..k {
-                        v[(s * k + r) * k + r] = T::ONE;
-                    }
-                }
-                (k, v, 1.0)
-            }
+        let d = target_net.input_len();
+        let (rows, scale) = match self.estimate {
+            PenaltyEstimate::Projections(p) => (p, k as f64 / p as f64),
+            _ => (k, 1.0),
         };
-        let bl = target_net.bilinear_grads(target_trace, &v, rows)?;
-        let total: f64 = bl.vjp.iter().map(|x| x.to_f64() * x.to_f64()).sum();
+        // Pieces of samples whose cotangents and input gradients stay near 4 Mi values (a
+        // penultimate layer can have K' = 1024 rows per sample).
+        let piece = ((1usize << 22) / (rows * (k + d)).max(1)).clamp(1, m.max(1));
+        let mut total = 0.0f64;
+        let mut g = ParamGrads::zeros_like(target_net);
+        for start in (0..m).step_by(piece) {
+            let end = (start + piece).min(m);
+            let n = end - start;
+            let v: Vec<T> = match self.estimate {
+                PenaltyEstimate::Projections(_) => {
+                    let mut v = Vec::with_capacity(n * rows * k);
+                    for _ in 0..n * rows {
+                        v.extend(rng.unit_vector(k).into_iter().map(T::from_f64));
+                    }
+                    v
+                }
+                _ => {
+                    let mut v = alloc::vec![T::ZERO; n * k * k];
+                    for s in 0..n {
+                        for r in 0..k {
+                            v[(s * k + r) * k + r] = T::ONE;
+                        }
+                    }
+                    v
+                }
+            };
+            let owned;
+            let part = if n == target_trace.batch() {
+                target_trace
+            } else {
+                owned = target_trace.samples(start, end);
+                &owned
+            };
+            let bl = target_net.bilinear_grads(part, &v, rows)?;
+            total += bl.vjp.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>();
+            g.add_assign(&bl.grads);
+        }
         let mf = m as f64;
         let sq = scale * total / mf;
         // ∇ mean_i ŝ_i = (1/m)·scale·2·∇Σ vᵀJu
-        let mut g = bl.grads;
         g.scale(T::from_f64(2.0 * scale / mf));
         let g = if target_net.nodes().len() == net.nodes().len() { g } else { g.padded_to(net) };
         Ok((sq, g))

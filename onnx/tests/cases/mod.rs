@@ -1,4 +1,5 @@
 mod bad_input;
+mod build;
 mod export;
 mod fixtures;
 mod harness;

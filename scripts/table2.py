@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Prints the paper's Table 2 (MNIST) and an FGSM table from the JSON files written by
+scripts/paper-mnist.sh: `python3 scripts/table2.py results/paper-mnist`."""
+import json
+import pathlib
+import sys
+
+ROWS = [
+    ("base", "No defense", "99.08%", "0.2067"),
+    ("adversarial", "Adversarial Training", "99.03%", "0.2238"),
+    ("input-gradient", "Input Gradient regularization", "99.25%", "0.2343"),
+    ("input-gradient-at", "Input Gradient regularization & Adversarial Training", "98.88%", "0.2349"),
+    ("jacobian", "Jacobian regularization", "98.44%", "0.3424"),
+    ("jacobian-at", "Jacobian regularization & Adversarial Training", "98%", "0.3629"),
+]
+
+
+def last_json(path):
+    lines = [l for l in path.read_text().splitlines() if l.strip().startswith("{")]
+    return json.loads(lines[-1])
+
+
+def main():
+    out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "results/paper-mnist")
+    base = None
+    print("| defence | test accuracy (10,000) | ρ̂_adv (first 1,000) | × base | mean ‖J‖_F (first 1,000) | training wall time | paper: accuracy, ρ̂_adv |")
+    print("|---|---|---|---|---|---|---|")
+    fgsm_rows = []
+    for key, name, pacc, prho in ROWS:
+        full, first = out / f"{key}.eval10k.json", out / f"{key}.eval1k.json"
+        if not full.exists() or not first.exists():
+            continue
+        a, b = last_json(full), last_json(first)
+        rho = b["rho_adv"]
+        if key == "base":
+            base = rho
+        train = out / f"{key}.train.json"
+        wall = f"{last_json(train)['wall_s']:.0f} s" if train.exists() else "-"
+        ratio = f"{rho / base:.2f}×" if base else "-"
+        print(f"| {name} | {100 * a['accuracy']:.2f}% | {rho:.4f} | {ratio} | {b['mean_jacobian_fro']:.3f} | {wall} | {pacc}, {prho} |")
+        fgsm_rows.append((name, b["fgsm_accuracy"]))
+    if fgsm_rows:
+        eps = list(fgsm_rows[0][1].keys())
+        print()
+        print("| defence | " + " | ".join(f"FGSM ε = {e}" for e in eps) + " |")
+        print("|---|" + "---|" * len(eps))
+        for name, acc in fgsm_rows:
+            print(f"| {name} | " + " | ".join(f"{100 * acc[e]:.1f}%" for e in eps) + " |")
+
+
+if __name__ == "__main__":
+    main()
