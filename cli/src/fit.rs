@@ -269,6 +269,9 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         RegularizerArg::None => Regularizer::None,
     };
     let estimate = parse_penalty(&opts.penalty)?;
+    if regularizer == Regularizer::InputGradient && matches!(estimate, PenaltyEstimate::Projections(_)) {
+        bail!("--penalty projections:P estimates the Jacobian penalty only; use exact or subsample:M with --regularizer input-gradient");
+    }
     let adversarial = opts.adversarial.as_deref().map(parse_adversarial).transpose()?;
     let dropout = opts.dropout.unwrap_or(job.default_dropout);
     if !(0.0..1.0).contains(&dropout) {
