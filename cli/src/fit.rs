@@ -205,12 +205,11 @@ fn perturb(
     domain: &InputDomain,
 ) -> Result<usize> {
     let d = net.input_len();
-    let (fraction, n) = match adv {
+    let n = match adv {
         Adversarial::DeepFool { fraction } | Adversarial::Fgsm { fraction, .. } => {
-            (fraction, ((fraction * labels.len() as f64).round() as usize).min(labels.len()))
+            ((fraction * labels.len() as f64).round() as usize).min(labels.len())
         }
     };
-    let _ = fraction;
     if n == 0 {
         return Ok(0);
     }
