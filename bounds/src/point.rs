@@ -1,8 +1,8 @@
 //! Per-input first-order robustness figures from the logits and the exact Jacobian.
 
-use certify_core::Float;
+use certify_core::{first_order, Float};
 
-use crate::math::{abs, sq, sqrt};
+use crate::math::sqrt;
 
 /// The first-order robustness figures of one input (all accumulated in `f64`).
 ///
@@ -35,22 +35,7 @@ pub struct PointBounds {
     pub x_norm: f64,
 }
 
-/// Indices of the largest and second-largest logits (first index wins ties).
-pub fn top2<T: Float>(logits: &[T]) -> (usize, usize) {
-    let mut best = 0;
-    for (k, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = k;
-        }
-    }
-    let mut second = if best == 0 { 1 } else { 0 };
-    for (k, v) in logits.iter().enumerate() {
-        if k != best && *v > logits[second] {
-            second = k;
-        }
-    }
-    (best, second)
-}
+pub use certify_core::top2;
 
 fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
     a.iter().zip(b).map(|(&u, &v)| u.to_f64() * v.to_f64()).sum()
@@ -63,42 +48,21 @@ pub fn point_bounds<T: Float>(logits: &[T], jac: &[T], x: &[T]) -> PointBounds {
     let d = x.len();
     debug_assert_eq!(jac.len(), k_count * d);
     let row = |k: usize| &jac[k * d..(k + 1) * d];
-    let (predicted, runner_up) = top2(logits);
-    let zs = logits[predicted].to_f64();
-    let margin = zs - logits[runner_up].to_f64();
-    let fro2: f64 = jac.iter().map(|&v| v.to_f64() * v.to_f64()).sum();
-    let jacobian_fro = sqrt(fro2);
-    let prop3_bound =
-        if jacobian_fro > 0.0 { margin / (core::f64::consts::SQRT_2 * jacobian_fro) } else { f64::INFINITY };
-    let mut cor2_estimate = f64::INFINITY;
-    let mut cor2_class = None;
+    let f = first_order(logits, jac);
+    let (predicted, runner_up) = (f.predicted, f.runner_up);
     let gs = row(predicted);
-    for (k, zk) in logits.iter().enumerate() {
-        if k == predicted {
-            continue;
-        }
-        let gk = row(k);
-        let diff2: f64 = gs.iter().zip(gk).map(|(&a, &b)| sq(a.to_f64() - b.to_f64())).sum();
-        if diff2 == 0.0 {
-            continue;
-        }
-        let est = abs(zs - zk.to_f64()) / sqrt(diff2);
-        if est < cor2_estimate {
-            cor2_estimate = est;
-            cor2_class = Some(k);
-        }
-    }
+    let fro2: f64 = jac.iter().map(|&v| v.to_f64() * v.to_f64()).sum();
     let x_norm2 = dot(x, x);
     let a = dot(gs, x);
     let b = dot(row(runner_up), x);
     PointBounds {
         predicted,
         runner_up,
-        margin,
-        jacobian_fro,
-        prop3_bound,
-        cor2_estimate,
-        cor2_class,
+        margin: f.margin,
+        jacobian_fro: f.jacobian_fro,
+        prop3_bound: f.prop3_bound,
+        cor2_estimate: f.cor2_estimate,
+        cor2_class: f.cor2_class,
         curvature_proxy: a * a - b * b,
         curvature_bound: fro2 * x_norm2,
         x_norm: sqrt(x_norm2),

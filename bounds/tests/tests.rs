@@ -6,6 +6,8 @@ use certify_bounds::{
 use certify_core::{Dense, Layer, Network};
 use proptest::prelude::*;
 
+mod piecewise;
+
 /// A random affine classifier `z = W·x + b` with `k` classes over `d` inputs, and a point.
 fn linear_case() -> impl Strategy<Value = (usize, usize, Vec<f64>, Vec<f64>, Vec<f64>)> {
     (2usize..6, 1usize..8).prop_flat_map(|(k, d)| {

@@ -80,6 +80,22 @@ pub struct Cli {
     /// Only warnings and errors on stderr, no progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Where the per-input logits, Jacobians, Prop. 3 and Cor. 2 are computed: `cpu`, `gpu`
+    /// (an error when there is no GPU adapter), or `auto` (the GPU when there is one, else the
+    /// CPU, saying so on stderr). Attacks always run on the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// Where certification runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (the reference).
+    Cpu,
+    /// The GPU through wgpu (Vulkan); an error without an adapter.
+    Gpu,
+    /// The GPU when available, else the CPU.
+    Auto,
 }
 
 /// An attack the tool can run.

@@ -6,6 +6,7 @@
 mod args;
 mod certify_cmd;
 mod checkpoint;
+mod export_cmd;
 mod fit;
 mod harden_cmd;
 mod input;
@@ -30,6 +31,7 @@ enum Command {
     Certify(args::Cli),
     Harden(train_args::HardenCli),
     Train(train_args::TrainCli),
+    Export(export_cmd::ExportCli),
 }
 
 fn main() -> ExitCode {
@@ -39,12 +41,14 @@ fn main() -> ExitCode {
     let command = match sub {
         "harden" => Command::Harden(train_args::HardenCli::parse_from(rest())),
         "train" => Command::Train(train_args::TrainCli::parse_from(rest())),
+        "export" => Command::Export(export_cmd::ExportCli::parse_from(rest())),
         _ => Command::Certify(args::Cli::parse_from(&argv)),
     };
     let quiet = match &command {
         Command::Certify(a) => a.quiet,
         Command::Harden(a) => a.train.quiet,
         Command::Train(a) => a.train.quiet,
+        Command::Export(a) => a.quiet,
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if quiet { "warn" } else { "info" }))
         .format_timestamp(None)
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Certify(a) => certify_cmd::run(a),
         Command::Harden(a) => harden_cmd::run(a),
         Command::Train(a) => train_cmd::run(a),
+        Command::Export(a) => export_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,7 @@ fn per_input_values_match_pytorch_reference() {
         let k = net.num_classes();
         let mut worst = [0f64; 4];
         let mut df_rel = Vec::new();
+        let mut df_ge_prop3 = 0usize;
         for (i, r) in inputs.iter().enumerate() {
             assert_eq!(r["index"].as_u64().unwrap() as usize, i);
             assert_eq!(r["label"].as_u64().unwrap() as usize, ds.labels[i], "{model} label {i}");
@@ -55,6 +56,21 @@ fn per_input_values_match_pytorch_reference() {
             let df = &dfs[i];
             assert_eq!(df.success, r["deepfool_success"].as_bool().unwrap(), "{model} input {i} DeepFool success");
             df_rel.push(rel(df.distance, f(&r["deepfool_distance"])));
+            df_ge_prop3 += usize::from(df.distance >= b.prop3_bound);
+        }
+        // The fraction of inputs whose DeepFool distance is at least their Prop. 3 estimate (the
+        // CLI's `frac_deepfool_ge_prop3`), against the reference's figure over the same inputs.
+        let frac = df_ge_prop3 as f64 / n as f64;
+        let summary = &reference["summary"];
+        println!("{model}: DeepFool ≥ Prop. 3 on {df_ge_prop3} of the first {n} inputs ({:.1}%)", 100.0 * frac);
+        if summary["n"].as_u64() == Some(n as u64) && summary["frac_deepfool_ge_prop3"].is_number() {
+            let expected = f(&summary["frac_deepfool_ge_prop3"]);
+            assert!(
+                (frac - expected).abs() < 0.5 / n as f64,
+                "{model}: DeepFool ≥ Prop. 3 on {frac} of the inputs, the reference says {expected}"
+            );
+        } else {
+            println!("{model}: the reference gives no fraction over these {n} inputs; not compared");
         }
         df_rel.sort_by(f64::total_cmp);
         let median = df_rel[df_rel.len() / 2];

@@ -71,6 +71,61 @@ pub enum Error {
         /// `"logits"`, `"loss"` or `"gradient"`.
         what: &'static str,
     },
+    /// A layer or network cannot be written to the compact model format ([`crate::compact`]).
+    #[error("node `{node}` ({kind}) cannot be written to the compact model format: {reason}")]
+    CompactUnsupported {
+        /// Name of the offending node.
+        node: String,
+        /// Its layer kind.
+        kind: &'static str,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// Compact model bytes failed validation (corrupt, truncated, or from another version).
+    #[error("invalid compact model{}: {what}", node_suffix(.node))]
+    CompactInvalid {
+        /// Index of the node-table entry at fault, when the fault is in one.
+        node: Option<usize>,
+        /// What is wrong, in words.
+        what: &'static str,
+    },
+    /// A buffer handed to the compact engine is not aligned as it needs.
+    #[error(
+        "the {what} start {offset} byte(s) past a multiple of {align}; they must be {align}-byte aligned \
+         (read the file into a buffer of u32 words, or align the flash section)"
+    )]
+    Misaligned {
+        /// Which buffer.
+        what: &'static str,
+        /// The alignment needed, in bytes.
+        align: usize,
+        /// The address modulo `align`.
+        offset: usize,
+    },
+    /// The scratch buffer handed to the compact engine is too small.
+    #[error("the scratch buffer has {got} bytes but {needed} are needed (see CompactModel::scratch_size)")]
+    ScratchTooSmall {
+        /// Bytes given.
+        got: usize,
+        /// Bytes needed.
+        needed: usize,
+    },
+}
+
+/// ` (node N)` for messages about one node-table entry, nothing otherwise.
+fn node_suffix(node: &Option<usize>) -> NodeSuffix {
+    NodeSuffix(*node)
+}
+
+struct NodeSuffix(Option<usize>);
+
+impl core::fmt::Display for NodeSuffix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, " (node {n})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Result alias for this crate.

@@ -566,7 +566,7 @@ pub(crate) fn pool_out(
     }
     let num = padded - kernel;
     let mut out = num / stride + 1;
-    if ceil && num % stride != 0 {
+    if ceil && !num.is_multiple_of(stride) {
         out += 1;
         // The last window must start inside the input or the left padding.
         if (out - 1) * stride >= size + pad_begin {

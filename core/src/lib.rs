@@ -28,7 +28,9 @@ extern crate alloc;
 
 pub mod arch;
 mod bilinear;
+pub mod compact;
 mod error;
+mod first_order;
 mod forward;
 mod gemm;
 mod jacobian;
@@ -44,6 +46,7 @@ pub mod train;
 
 pub use bilinear::BilinearGrads;
 pub use error::{Error, Result};
+pub use first_order::{first_order, top2, FirstOrder};
 pub use forward::Trace;
 pub use jacobian::Jacobians;
 pub use layer::{infer_shape, Affine, BatchNorm, Conv2d, Dense, Layer, Pad, Pool2d};

@@ -918,3 +918,45 @@ fn linear_model_closed_form() {
     assert!(close(stats.penalty_sq, expected), "{} vs {expected}", stats.penalty_sq);
     assert!(close(stats.loss, ce + lambda * expected));
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Post-training lowers the penalty: on a fixed batch, a plain gradient step of the penalty
+    /// term alone (the λ = 1 objective's gradient minus the λ = 0 one's, i.e. without the
+    /// cross-entropy) lowers `sqrt(mean ‖J‖_F²)` for a small enough step, by at least half the
+    /// first-order prediction `η‖g‖²` (Armijo's condition), for some `η = 2⁻ʲ`, `j < 40`.
+    #[test]
+    fn a_small_penalty_gradient_step_lowers_the_penalty(case in pl_random_case(), batch in 2..=3usize) {
+        let net = build(&case);
+        let xs = inputs(&case, &net, batch);
+        let ys = labels(case.seed, batch, net.num_classes());
+        let trace = net.trace(&xs, batch).map_err(fail("trace"))?;
+        reject_near_kinks(&net, &trace)?;
+        let obj = |lambda| objective(Regularizer::Jacobian, lambda, PenaltyEstimate::Exact, LossForm::Mean);
+        let eval = |net: &Network<f64>, lambda: f64| -> Result<(ObjectiveStats, ParamGrads<f64>), TestCaseError> {
+            let trace = net.trace(&xs, batch).map_err(fail("trace"))?;
+            obj(lambda).evaluate(net, &trace, &ys, &mut TrainRng::new(0)).map_err(fail("evaluate"))
+        };
+        let (stats, mut g) = eval(&net, 1.0)?;
+        let (_, ce_only) = eval(&net, 0.0)?;
+        g.axpy(-1.0, &ce_only);
+        let g2 = g.norm2();
+        prop_assume!(stats.penalty_term > 1e-9 && g2 > 1e-18, "zero penalty or zero penalty gradient");
+        let before = stats.penalty_term;
+        let mut tried = Vec::new();
+        let mut lowered = false;
+        for j in 0..40 {
+            let eta = 0.5f64.powi(j);
+            let mut stepped = net.clone();
+            stepped.apply_update(&g, -eta).map_err(fail("update"))?;
+            let after = eval(&stepped, 1.0)?.0.penalty_term;
+            tried.push((eta, after));
+            if after <= before - 0.5 * eta * g2 {
+                lowered = true;
+                break;
+            }
+        }
+        prop_assert!(lowered, "penalty {before}, ‖g‖² {g2}: no step lowered it enough; (η, penalty after): {tried:?}");
+    }
+}

@@ -5,6 +5,7 @@
 //! `PROPTEST_CASES=N cargo test --release -p certify-core` runs N cases per property (default 64).
 
 mod checks;
+mod compact;
 mod errors;
 mod penalty;
 mod properties;

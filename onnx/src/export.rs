@@ -268,12 +268,14 @@ fn solve(target: f32, v: f64, storage: Storage, fwd: impl Fn(f64) -> f32) -> f64
     match storage {
         Storage::F32 => {
             let c = v as f32;
-            let mut bits = [c; 5];
+            let mut bits = [c; 6];
             bits[1] = step(c, true);
             bits[2] = step(c, false);
             bits[3] = step(bits[1], true);
             bits[4] = step(bits[2], false);
-            bits.iter().map(|&x| x as f64).find(|&x| fwd(x) == target).unwrap_or(c as f64)
+            bits[5] = -c; // a zero of the other sign
+            // Bitwise, so that the sign of a zero survives the round trip.
+            bits.iter().map(|&x| x as f64).find(|&x| fwd(x).to_bits() == target.to_bits()).unwrap_or(c as f64)
         }
         Storage::F64 | Storage::Half => v,
     }
@@ -502,7 +504,7 @@ pub fn export_bytes(imported: &Imported, network: &Network<f32>) -> Result<Vec<u
                 }
             }
             for (q, e, v) in writes {
-                if new[q] == old[q] {
+                if new[q].to_bits() == old[q].to_bits() {
                     continue;
                 }
                 if e >= len {

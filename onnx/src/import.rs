@@ -1141,7 +1141,9 @@ impl<'g> Importer<'g> {
                         && shift.iter().enumerate().all(|(j, &t)| t == shift[j % d.outputs]) =>
                 {
                     let outputs = d.outputs;
-                    let bias = d.bias.get_or_insert_with(|| vec![0.0; outputs]);
+                    // −0 is the additive identity of IEEE arithmetic (+0 would turn a shift of −0
+                    // into +0), so a merged shift becomes the bias bit for bit.
+                    let bias = d.bias.get_or_insert_with(|| vec![-0.0; outputs]);
                     let base = bias.clone();
                     for (b, &t) in bias.iter_mut().zip(&shift) {
                         *b += t;

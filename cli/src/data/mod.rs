@@ -185,6 +185,14 @@ pub fn read_array(path: &Path) -> Result<Array, Error> {
     parse_array(path, read_file(path)?)
 }
 
+/// Decodes the bytes of a data file exactly as [`read_array`] decodes the file's contents:
+/// gzip when the bytes start with its magic (output capped at [`MAX_DECOMPRESSED`]), then IDX or
+/// .npy (see [`parse_array`]). `path` only names the file in errors and, for content that is
+/// neither, decides which format's error to report. For fuzzing and tools.
+pub fn parse_file_bytes(path: &Path, bytes: Vec<u8>) -> Result<Array, Error> {
+    parse_array(path, maybe_gunzip(path, bytes, MAX_DECOMPRESSED)?)
+}
+
 /// Parses the (already decompressed) bytes of an IDX or .npy file: the npy magic `\x93NUMPY`
 /// means npy and two zero bytes mean IDX, whatever the name says; otherwise a `.npy` name
 /// decides which format's error to report.

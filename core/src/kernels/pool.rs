@@ -105,3 +105,32 @@ pub(crate) fn avg_backward<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], d
         win.for_each(|i| dx[i] += g);
     });
 }
+
+/// Adds the adjoint of max pooling to `dx`: each `dy[o]` goes to the winner of window `o`
+/// (recomputed from the input `x` with the tie rule of [`max_forward`]). Allocation-free.
+pub(crate) fn max_backward_acc<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], x: &[T], dy: &[T], dx: &mut [T]) {
+    windows(p, inp, out, |o, win, _| {
+        let mut best = usize::MAX;
+        let mut bv = T::ZERO;
+        win.for_each(|i| {
+            if best == usize::MAX || x[i] > bv {
+                best = i;
+                bv = x[i];
+            }
+        });
+        if best != usize::MAX {
+            dx[best] += dy[o];
+        }
+    });
+}
+
+/// Adds the adjoint of [`avg_forward`] to `dx`. Allocation-free.
+pub(crate) fn avg_backward_acc<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize], dy: &[T], dx: &mut [T]) {
+    windows(p, inp, out, |o, win, count| {
+        if count == 0 {
+            return;
+        }
+        let g = dy[o] / T::from_f64(count as f64);
+        win.for_each(|i| dx[i] += g);
+    });
+}

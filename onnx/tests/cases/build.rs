@@ -686,3 +686,74 @@ fn writes_files_atomically() {
     assert!(matches!(err, Error::Write { .. } | Error::Export(_)), "{err:?}");
     assert_eq!(scratch.files(), ["fresh.onnx", "model.onnx"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bitwise round trip.
+
+/// Finite f32 values that stress an exact round trip: ordinary values, both zeros,
+/// subnormals, the extremes, and arbitrary finite bit patterns.
+pub(super) fn awkward_f32() -> impl proptest::strategy::Strategy<Value = f32> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => -2.0f32..2.0,
+        1 => prop::sample::select(vec![0.0f32, -0.0, 1e-45, -1e-45, f32::MIN_POSITIVE, -3.4e-39, f32::MAX, f32::MIN, 1e30]),
+        1 => any::<f32>().prop_filter("finite", |v| v.is_finite()),
+    ]
+}
+
+/// Overwrites every trainable parameter of `net` with `values`, cycled.
+pub(super) fn set_params(net: &mut Network<f32>, values: &[f32]) {
+    let layout = net.params();
+    let mut next = values.iter().copied().cycle();
+    net.update_params(&layout, |_, p, _| p.iter_mut().for_each(|v| *v = next.next().expect("values")))
+        .expect("own layout");
+}
+
+/// The bits of every trainable parameter, in order.
+pub(super) fn param_bits(net: &Network<f32>) -> Vec<u32> {
+    net.params().tensors().iter().flat_map(|t| t.iter().map(|v| v.to_bits())).collect()
+}
+
+/// Where two bit vectors first differ, for messages: `(index, a, b)` as floats, or the lengths.
+pub(super) fn first_difference(a: &[u32], b: &[u32]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("index {i}: {:e} vs {:e}", f32::from_bits(a[i]), f32::from_bits(b[i])),
+        None if a.len() != b.len() => format!("lengths {} vs {}", a.len(), b.len()),
+        None => "equal".into(),
+    }
+}
+
+/// The bits of the forward pass on `x` (an error maps to no bits).
+pub(super) fn output_bits(net: &Network<f32>, x: &[f32], batch: usize) -> Option<Vec<u32>> {
+    net.forward(x, batch).ok().map(|z| z.iter().map(|v| v.to_bits()).collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { source_file: Some(file!()), ..Default::default() })]
+
+    /// `export_network` then `import_bytes` gives back the very same network: every parameter
+    /// bit for bit (also −0, subnormals and the extremes) and bitwise-equal logits.
+    #[test]
+    fn export_network_round_trip_is_bitwise(
+        which in 0usize..6,
+        seed in 0u64..1000,
+        values in proptest::collection::vec(awkward_f32(), 1..64),
+    ) {
+        let mut net = match which {
+            0 => cnn(seed),
+            1 => branches(seed),
+            2 => vector(seed),
+            3 => avg_ceil_counted(seed),
+            4 => spatial_output(seed),
+            _ => arch::parse("mlp:20-16-16-4").unwrap().build(None, &mut CoreRng::new(seed)).unwrap(),
+        };
+        set_params(&mut net, &values);
+        let bytes = export_network_bytes(&net, &BuildOptions::default()).expect("export");
+        let back = import_bytes(&bytes).expect("re-import").network;
+        let (got, want) = (param_bits(&back), param_bits(&net));
+        proptest::prop_assert!(got == want, "parameters differ at {}", first_difference(&got, &want));
+        let x = inputs(&net, 2, seed);
+        let (got, want) = (output_bits(&back, &x, 2), output_bits(&net, &x, 2));
+        proptest::prop_assert!(got == want, "logits differ: {}", first_difference(&got.unwrap_or_default(), &want.unwrap_or_default()));
+    }
+}

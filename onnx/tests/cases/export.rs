@@ -375,3 +375,30 @@ fn shared_initializer_needs_consistent_values() {
     let e = message(export_bytes(&im, &both).unwrap_err());
     assert!(e.contains("two different values") || e.contains("does not re-import"), "{e}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { source_file: Some(file!()), ..Default::default() })]
+
+    /// `export` into the source graph then re-import gives back every changed parameter bit for
+    /// bit (also −0, subnormals and the extremes) and bitwise-equal logits, for every fixture
+    /// whose parameters are stored as float32 without a scaling transform.
+    #[test]
+    fn export_round_trip_is_bitwise(
+        which in 0usize..64,
+        values in proptest::collection::vec(super::build::awkward_f32(), 1..64),
+    ) {
+        use super::build::{first_difference, output_bits, param_bits, set_params};
+        let models: Vec<(String, ModelProto)> = support::all();
+        let (name, m) = &models[which % models.len()];
+        let Ok(im) = import_bytes(&m.encode_to_vec()) else { return Ok(()) };
+        let mut changed = im.network.clone();
+        set_params(&mut changed, &values);
+        let bytes = export_bytes(&im, &changed).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{name}: {e}")))?;
+        let back = import_bytes(&bytes).expect("re-import").network;
+        let (got, want) = (param_bits(&back), param_bits(&changed));
+        proptest::prop_assert!(got == want, "{name}: parameters differ at {}", first_difference(&got, &want));
+        let x: Vec<f32> = (0..2 * changed.input_len()).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let (got, want) = (output_bits(&back, &x, 2), output_bits(&changed, &x, 2));
+        proptest::prop_assert!(got == want, "{name}: logits differ: {}", first_difference(&got.unwrap_or_default(), &want.unwrap_or_default()));
+    }
+}

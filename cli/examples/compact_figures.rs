@@ -1,0 +1,121 @@
+//! The compact-format figures of the README's "Edge deployment" section, per model: file sizes
+//! (ONNX, compact f32, compact f16), MNIST test accuracy of the `f32` network and of the `f16`
+//! compact model on all 10,000 test images, the Prop. 3 estimates of the `f16` compact model
+//! against the `f32` network path on the first 1,000, the scratch bytes, and the heap allocated
+//! by `CompactModel::load` + `certify` (counted by this program's global allocator).
+//!
+//! Run: `cargo run --release -p certify-cli --example compact_figures [-- SHARED_DIR]`
+//! (default `../shared` beside the workspace).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use certify_bounds::certify_batch;
+use certify_core::compact::{to_compact, AlignedModel, CompactModel, Precision};
+use rayon::prelude::*;
+
+/// Tracks the bytes currently allocated and their peak.
+struct Tracking;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Tracking = Tracking;
+
+fn argmax(z: &[f32]) -> usize {
+    certify_core::top2(z).0
+}
+
+fn main() -> Result<()> {
+    let shared = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
+    let data = shared.join("data/mnist/t10k-images-idx3-ubyte.gz");
+    let ds = certify_cli::data::load(&data, None, None).with_context(|| format!("`{}`", data.display()))?;
+    let xs: Vec<f32> = ds.images.iter().map(|&v| v / 255.0).collect();
+    let n = ds.len;
+    println!("| model | ONNX bytes | compact f32 | compact f16 (÷ ONNX) | accuracy f32 network / f16 compact ({n}) | Prop. 3 f16 vs f32, first 1,000: max / mean rel. diff | scratch bytes | heap of load + certify |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in ["mnist-paper-base", "mnist-mlp-256x2-pytorch"] {
+        let path = shared.join(format!("models/{name}.onnx"));
+        let onnx_len = std::fs::metadata(&path)?.len() as usize;
+        let net = certify_onnx::import_path(&path)?.network;
+        let d = net.input_len();
+        let k = net.num_classes();
+        let f32_bytes = to_compact(&net, Precision::F32)?;
+        let f16_bytes = to_compact(&net, Precision::F16)?;
+        let aligned = AlignedModel::new(&f16_bytes);
+        let model = CompactModel::load(aligned.as_bytes())?;
+
+        // Accuracy: the f32 network (batched) and the f16 compact model (one input at a time).
+        let mut correct32 = 0;
+        for (chunk, labels) in xs.chunks(256 * d).zip(ds.labels.chunks(256)) {
+            let z = net.forward(chunk, labels.len())?;
+            correct32 += z.chunks(k).zip(labels).filter(|(z, &l)| argmax(z) == l).count();
+        }
+        let correct16: usize = xs
+            .par_chunks(d)
+            .zip(ds.labels.par_iter())
+            .map_init(
+                || (vec![0u8; model.infer_scratch_size()], vec![0f32; k]),
+                |(scratch, z), (x, &l)| {
+                    model.infer(x, scratch, z).expect("inference");
+                    usize::from(argmax(z) == l)
+                },
+            )
+            .sum();
+
+        // Prop. 3 on the first 1,000: the f32 Network path against the f16 compact model.
+        let m = 1000.min(n);
+        let want = certify_batch(&net, &xs[..m * d], m)?;
+        let got: Vec<_> = xs[..m * d]
+            .par_chunks(d)
+            .map_init(|| vec![0u8; model.scratch_size()], |s, x| model.certify(x, s).expect("certify"))
+            .collect();
+        let rel: Vec<f64> =
+            got.iter().zip(&want).map(|(g, w)| (g.prop3_bound - w.prop3_bound).abs() / w.prop3_bound.abs()).collect();
+        let max_rel = rel.iter().copied().fold(0.0, f64::max);
+        let mean_rel = rel.iter().sum::<f64>() / m as f64;
+        let class_changes = got.iter().zip(&want).filter(|(g, w)| g.predicted != w.predicted).count();
+
+        // Heap of load + certify, measured around exactly those two calls.
+        let mut scratch = vec![0u8; model.scratch_size()];
+        let base = CURRENT.load(Ordering::SeqCst);
+        PEAK.store(base, Ordering::SeqCst);
+        let loaded = CompactModel::load(aligned.as_bytes())?;
+        let cert = loaded.certify(&xs[..d], &mut scratch)?;
+        let heap = PEAK.load(Ordering::SeqCst) - base;
+        assert!(cert.jacobian_fro > 0.0);
+
+        println!(
+            "| {name} | {onnx_len} | {} | {} ({:.2}%) | {:.2}% / {:.2}% | {:.2e} / {:.2e} ({class_changes} predicted classes differ) | {} | {heap} bytes |",
+            f32_bytes.len(),
+            f16_bytes.len(),
+            100.0 * f16_bytes.len() as f64 / onnx_len as f64,
+            100.0 * correct32 as f64 / n as f64,
+            100.0 * correct16 as f64 / n as f64,
+            max_rel,
+            mean_rel,
+            model.scratch_size(),
+        );
+    }
+    Ok(())
+}

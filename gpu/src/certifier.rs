@@ -1,0 +1,695 @@
+//! Batched logits, exact Jacobians and Prop. 3 / Cor. 2 figures on the GPU.
+
+use std::sync::{Arc, Mutex};
+
+use certify_bounds::{point_bounds, PointBounds};
+use certify_core::{Jacobians, Layer, Network};
+use wgpu::util::DeviceExt;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::shaders::{
+    self, ActivationParams, AddParams, ConvParams, DenseParams, Kernel, PoolParams, ScaleShiftParams,
+};
+
+/// Bytes of GPU memory one chunk of the batch may allocate (all node values, cotangents and
+/// read-back buffers together); larger batches run in several chunks.
+pub const CHUNK_MEMORY_BYTES: u64 = 1 << 30;
+
+/// How one node runs on the GPU; weights live in device buffers uploaded once.
+enum Op {
+    Input,
+    Conv {
+        geom: ConvParams,
+        weight: wgpu::Buffer,
+        bias: Option<wgpu::Buffer>,
+    },
+    Dense {
+        inputs: u32,
+        outputs: u32,
+        weight: wgpu::Buffer,
+        bias: Option<wgpu::Buffer>,
+    },
+    MaxPool(PoolParams),
+    AvgPool(PoolParams),
+    Activation {
+        kind: u32,
+        alpha: f32,
+        lo: f32,
+        hi: f32,
+    },
+    ScaleShift {
+        scale: wgpu::Buffer,
+        shift: wgpu::Buffer,
+        inner: u32,
+    },
+    Add,
+    /// Reshape and Identity: the output is the input buffer.
+    Alias,
+    /// A node that does not reach the output.
+    Dead,
+}
+
+struct Step {
+    op: Op,
+    inputs: Vec<usize>,
+    /// Values per sample at the node's output.
+    size: usize,
+    /// Values per sample at the node's first input.
+    in_size: usize,
+}
+
+/// A network compiled for the GPU: its weights on the device and one compute pipeline per kernel.
+///
+/// [`jacobians`](Self::jacobians) runs, per chunk of the batch, one forward pass (batch rows) and
+/// one reverse pass whose rows are the `(sample, class)` pairs (`batch·K` rows, seeded with the
+/// unit cotangents), exactly as [`Network::jacobian`] does on the CPU; the Jacobian rows are read
+/// back, and [`certify`](Self::certify) computes `‖J‖_F`, Prop. 3 and Cor. 2 from them **on the
+/// host** with [`certify_bounds::point_bounds`] (f64 accumulation), so the figures are those of
+/// the CPU path applied to the GPU's logits and Jacobian. Arithmetic on the device is f32 with a
+/// different summation order from the CPU's, so results agree to rounding (the tests check
+/// 1e-4 relative), not bit for bit; a ReLU or max-pool decision that sits within rounding of its
+/// kink can differ.
+pub struct GpuCertifier {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    faults: Arc<Mutex<crate::context::Faults>>,
+    max_binding: u64,
+    max_groups: u32,
+    pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
+    steps: Vec<Step>,
+    classes: usize,
+    input_len: usize,
+    chunk: usize,
+    dummy: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for GpuCertifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuCertifier")
+            .field("nodes", &self.steps.len())
+            .field("classes", &self.classes)
+            .field("chunk", &self.chunk)
+            .finish()
+    }
+}
+
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::TooLarge { what: what.into(), bytes: v as u64, limit: u32::MAX as u64 })
+}
+
+fn pool_params(p: &certify_core::Pool2d, in_shape: &[usize], out_shape: &[usize]) -> Result<PoolParams> {
+    let c = |v: usize| u32_of(v, "a pooling parameter");
+    Ok(PoolParams {
+        rows: 0,
+        channels: c(in_shape[0])?,
+        h: c(in_shape[1])?,
+        w: c(in_shape[2])?,
+        ho: c(out_shape[1])?,
+        wo: c(out_shape[2])?,
+        kh: c(p.kernel[0])?,
+        kw: c(p.kernel[1])?,
+        stride_y: c(p.stride[0])?,
+        stride_x: c(p.stride[1])?,
+        pad_top: c(p.padding[0])?,
+        pad_left: c(p.padding[1])?,
+        pad_bottom: c(p.padding[2])?,
+        pad_right: c(p.padding[3])?,
+        count_include_pad: p.count_include_pad as u32,
+        rows_per_sample: 1,
+    })
+}
+
+impl GpuCertifier {
+    /// Compiles `net` for the device of `ctx`: checks that every node reaching the output has a
+    /// GPU kernel ([`Error::Unsupported`] names the first that does not), uploads the weights
+    /// once, builds the pipelines, and sizes the chunks of the batch so that no buffer exceeds
+    /// the adapter's binding limit ([`Error::TooLarge`] when even one input does not fit).
+    pub fn new(ctx: &GpuContext, net: &Network<f32>) -> Result<Self> {
+        ctx.check_faults()?;
+        let device = ctx.device.clone();
+        let max_binding = ctx.max_binding_bytes();
+        let nodes = net.nodes();
+        // Which nodes reach the output.
+        let mut live = vec![false; nodes.len()];
+        live[net.output()] = true;
+        for id in (0..nodes.len()).rev() {
+            if live[id] {
+                for &i in &nodes[id].inputs {
+                    live[i] = true;
+                }
+            }
+        }
+        let upload = |data: &[f32], what: String| -> Result<wgpu::Buffer> {
+            let bytes = (data.len().max(1) * 4) as u64;
+            if bytes > max_binding {
+                return Err(Error::TooLarge { what, bytes, limit: max_binding });
+            }
+            let contents: &[f32] = if data.is_empty() { &[0.0] } else { data };
+            Ok(device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&what),
+                contents: bytemuck::cast_slice(contents),
+                usage: wgpu::BufferUsages::STORAGE,
+            }))
+        };
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut steps = Vec::with_capacity(nodes.len());
+        for (id, node) in nodes.iter().enumerate() {
+            let in_shape: &[usize] = node.inputs.first().map(|&i| nodes[i].shape.as_slice()).unwrap_or(&[]);
+            let in_size: usize = in_shape.iter().product();
+            let name = &node.name;
+            let op = if !live[id] {
+                Op::Dead
+            } else {
+                match &node.layer {
+                    Layer::Input => Op::Input,
+                    Layer::Conv2d(c) => {
+                        let v = |x: usize| u32_of(x, "a convolution parameter");
+                        let geom = ConvParams {
+                            rows: 0,
+                            in_channels: v(c.in_channels)?,
+                            h: v(in_shape[1])?,
+                            w: v(in_shape[2])?,
+                            out_channels: v(c.out_channels)?,
+                            ho: v(node.shape[1])?,
+                            wo: v(node.shape[2])?,
+                            kh: v(c.kernel[0])?,
+                            kw: v(c.kernel[1])?,
+                            stride_y: v(c.stride[0])?,
+                            stride_x: v(c.stride[1])?,
+                            pad_top: v(c.padding[0])?,
+                            pad_left: v(c.padding[1])?,
+                            dil_y: v(c.dilation[0])?,
+                            dil_x: v(c.dilation[1])?,
+                            groups: v(c.groups)?,
+                            has_bias: c.bias.is_some() as u32,
+                            ..Default::default()
+                        };
+                        Op::Conv {
+                            geom,
+                            weight: upload(&c.weight, format!("node `{name}`: convolution weights"))?,
+                            bias: c.bias.as_ref().map(|b| upload(b, format!("node `{name}`: bias"))).transpose()?,
+                        }
+                    }
+                    Layer::Dense(d) => Op::Dense {
+                        inputs: u32_of(d.inputs, "dense inputs")?,
+                        outputs: u32_of(d.outputs, "dense outputs")?,
+                        weight: upload(&d.weight, format!("node `{name}`: dense weights"))?,
+                        bias: d.bias.as_ref().map(|b| upload(b, format!("node `{name}`: bias"))).transpose()?,
+                    },
+                    Layer::MaxPool2d(p) => Op::MaxPool(pool_params(p, in_shape, &node.shape)?),
+                    Layer::AvgPool2d(p) => Op::AvgPool(pool_params(p, in_shape, &node.shape)?),
+                    Layer::Relu => Op::Activation { kind: 0, alpha: 0.0, lo: 0.0, hi: 0.0 },
+                    Layer::LeakyRelu { alpha } => Op::Activation { kind: 1, alpha: *alpha, lo: 0.0, hi: 0.0 },
+                    Layer::Clip { min, max } => Op::Activation { kind: 2, alpha: 0.0, lo: *min, hi: *max },
+                    Layer::Affine(a) => Op::ScaleShift {
+                        scale: upload(&a.scale, format!("node `{name}`: affine scale"))?,
+                        shift: upload(&a.shift, format!("node `{name}`: affine shift"))?,
+                        inner: 1,
+                    },
+                    Layer::BatchNorm(b) => {
+                        // The same f32 folding as the CPU path.
+                        let (scale, shift) = b.folded();
+                        Op::ScaleShift {
+                            inner: u32_of(in_size / scale.len().max(1), "batch-norm channel size")?,
+                            scale: upload(&scale, format!("node `{name}`: batch-norm scale"))?,
+                            shift: upload(&shift, format!("node `{name}`: batch-norm shift"))?,
+                        }
+                    }
+                    Layer::Add => Op::Add,
+                    Layer::Reshape { .. } | Layer::Identity => Op::Alias,
+                    Layer::GlobalAvgPool
+                    | Layer::Sigmoid
+                    | Layer::Tanh
+                    | Layer::Concat { .. }
+                    | Layer::Pad(_)
+                    | Layer::Transpose { .. } => {
+                        return Err(Error::Unsupported { node: name.clone(), layer: node.layer.kind() })
+                    }
+                }
+            };
+            steps.push(Step { op, inputs: node.inputs.clone(), size: node.size(), in_size });
+        }
+        let mut pipelines = Vec::with_capacity(shaders::ALL.len());
+        for k in shaders::ALL {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(k.name),
+                source: wgpu::ShaderSource::Wgsl(k.source.into()),
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.name),
+                layout: None,
+                module: &module,
+                entry_point: Some(k.name),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            pipelines.push((k.name, pipeline));
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device {
+                during: "uploading weights and building pipelines".into(),
+                reason: e.to_string(),
+            });
+        }
+        ctx.check_faults()?;
+
+        let classes = net.num_classes();
+        let input_len = net.input_len();
+        // Per input: node values, max-pool winners, K cotangent rows per node, the unit
+        // cotangents and the read-back copies.
+        let live_sizes: Vec<usize> = steps.iter().filter(|s| !matches!(s.op, Op::Dead)).map(|s| s.size).collect();
+        let widest = live_sizes.iter().copied().max().unwrap_or(1).max(input_len) as u64;
+        let per_input_bytes = 4
+            * ((live_sizes.iter().sum::<usize>() as u64) * (2 + classes as u64)
+                + (classes * classes + classes + classes * input_len) as u64);
+        let widest_row_bytes = 4 * widest * classes as u64;
+        if widest_row_bytes > max_binding {
+            let node = nodes.iter().max_by_key(|n| n.size()).map(|n| n.name.clone()).unwrap_or_default();
+            return Err(Error::TooLarge {
+                what: format!("node `{node}`: the {classes} cotangent rows of one input"),
+                bytes: widest_row_bytes,
+                limit: max_binding,
+            });
+        }
+        let chunk = ((max_binding / widest_row_bytes).min(CHUNK_MEMORY_BYTES / per_input_bytes.max(1)).max(1)) as usize;
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuCertifier {
+            device,
+            queue: ctx.queue.clone(),
+            faults: ctx.faults.clone(),
+            max_binding,
+            max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
+            pipelines,
+            steps,
+            classes,
+            input_len,
+            chunk,
+            dummy,
+        })
+    }
+
+    /// Inputs per GPU chunk: batches larger than this run in several submissions.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk
+    }
+
+    /// Caps the inputs per chunk at `n` (at least 1), e.g. to bound GPU memory further; the
+    /// results do not depend on the chunk size.
+    pub fn with_chunk_size(mut self, n: usize) -> Self {
+        self.chunk = self.chunk.min(n.max(1));
+        self
+    }
+
+    /// Logits `K` per input.
+    pub fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Logits and exact Jacobians of the batch `x` (`[batch, D]`, row-major, finite), in the
+    /// layout of [`Network::jacobian`]: `logits [batch, K]`, `jacobian [batch, K, D]` with row
+    /// `k` of sample `b` equal to `∇_x z_k(x_b)`, computed on the GPU in f32.
+    pub fn jacobians(&self, x: &[f32], batch: usize) -> Result<Jacobians<f32>> {
+        let d = self.input_len;
+        let k = self.classes;
+        let expected = batch.checked_mul(d).ok_or_else(|| Error::Input("batch × D overflows".into()))?;
+        if x.len() != expected {
+            return Err(Error::Input(format!(
+                "{} values for {batch} inputs of {d} values each (expected {expected})",
+                x.len()
+            )));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Input(format!("value {i} is not finite (NaN or infinity)")));
+        }
+        let mut logits = Vec::with_capacity(batch * k);
+        let mut jacobian = Vec::with_capacity(batch * k * d);
+        for start in (0..batch).step_by(self.chunk.max(1)) {
+            let b = self.chunk.min(batch - start);
+            let (l, j) = self.run_chunk(&x[start * d..(start + b) * d], b)?;
+            logits.extend_from_slice(&l);
+            jacobian.extend_from_slice(&j);
+        }
+        Ok(Jacobians { batch, classes: k, inputs: d, logits, jacobian })
+    }
+
+    /// [`PointBounds`] for every input of the batch: the GPU's logits and Jacobian rows (see
+    /// [`jacobians`](Self::jacobians)), then `‖J‖_F`, Prop. 3 and Cor. 2 on the host with
+    /// [`certify_bounds::point_bounds`]. These are first-order estimates, not sound certificates.
+    pub fn certify(&self, x: &[f32], batch: usize) -> Result<Vec<PointBounds>> {
+        if self.classes < 2 {
+            return Err(Error::NotAClassifier { classes: self.classes });
+        }
+        let j = self.jacobians(x, batch)?;
+        let d = self.input_len;
+        Ok((0..batch).map(|b| point_bounds(j.logits_of(b), j.jacobian_of(b), &x[b * d..(b + 1) * d])).collect())
+    }
+
+    fn pipeline(&self, k: &Kernel) -> &wgpu::ComputePipeline {
+        &self.pipelines.iter().find(|(n, _)| *n == k.name).expect("every kernel has a pipeline").1
+    }
+
+    fn storage(&self, values: usize, what: &str) -> Result<wgpu::Buffer> {
+        let bytes = (values.max(1) * 4) as u64;
+        if bytes > self.max_binding {
+            return Err(Error::TooLarge { what: what.into(), bytes, limit: self.max_binding });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Records one dispatch of `kernel` over `n` invocations.
+    fn dispatch<P: bytemuck::Pod>(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        n: usize,
+    ) -> Result<()> {
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.uniform),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let pipeline = self.pipeline(kernel);
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let groups = (n as u64).div_ceil(shaders::WORKGROUP as u64).max(1);
+        let gx = groups.min(self.max_groups as u64);
+        let gy = groups.div_ceil(gx);
+        if gy > self.max_groups as u64 {
+            return Err(Error::TooLarge {
+                what: format!("{} workgroups of kernel {}", groups, kernel.name),
+                bytes: groups,
+                limit: self.max_groups as u64 * self.max_groups as u64,
+            });
+        }
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+        Ok(())
+    }
+
+    /// `slot += g` (or `slot = g` when empty), as the CPU reverse pass accumulates cotangents.
+    fn accumulate(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        slot: &mut Option<wgpu::Buffer>,
+        g: wgpu::Buffer,
+        n: usize,
+    ) -> Result<()> {
+        match slot.take() {
+            None => *slot = Some(g),
+            Some(acc) => {
+                let sum = self.storage(n, "accumulated cotangents")?;
+                self.dispatch(
+                    enc,
+                    &shaders::ADD,
+                    &AddParams { n: n as u32, ..Default::default() },
+                    &[&acc, &g, &sum],
+                    n,
+                )?;
+                *slot = Some(sum);
+            }
+        }
+        Ok(())
+    }
+
+    /// One forward and one `(sample, class)`-row reverse pass for `b ≤ chunk` inputs; returns
+    /// the logits `[b, K]` and the Jacobian rows `[b, K, D]`.
+    fn run_chunk(&self, x: &[f32], b: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let k = self.classes;
+        let d = self.input_len;
+        let rows = b * k;
+        let n_nodes = self.steps.len();
+        let out_id = n_nodes - 1;
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("certify chunk") });
+        let mut values: Vec<Option<wgpu::Buffer>> = vec![None; n_nodes];
+        let mut args: Vec<Option<wgpu::Buffer>> = vec![None; n_nodes];
+        values[0] = Some(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("input batch"),
+            contents: bytemuck::cast_slice(x),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        }));
+        let value = |values: &Vec<Option<wgpu::Buffer>>, i: usize| -> wgpu::Buffer {
+            values[i].clone().expect("inputs of a live node are computed before it")
+        };
+        // Forward pass over the batch rows.
+        for (id, step) in self.steps.iter().enumerate().skip(1) {
+            let n = b * step.size;
+            let out = match &step.op {
+                Op::Dead => continue,
+                Op::Input => unreachable!("node 0 is the only input"),
+                Op::Alias => value(&values, step.inputs[0]),
+                Op::Conv { geom, weight, bias } => {
+                    let y = self.storage(n, "convolution output")?;
+                    let p = ConvParams { rows: b as u32, ..*geom };
+                    let xb = value(&values, step.inputs[0]);
+                    self.dispatch(
+                        &mut enc,
+                        &shaders::CONV_FORWARD,
+                        &p,
+                        &[&xb, weight, bias.as_ref().unwrap_or(&self.dummy), &y],
+                        n,
+                    )?;
+                    y
+                }
+                Op::Dense { inputs, outputs, weight, bias } => {
+                    let y = self.storage(n, "dense output")?;
+                    let m = (b * step.in_size / *inputs as usize) as u32;
+                    let p = DenseParams { m, inputs: *inputs, outputs: *outputs, has_bias: bias.is_some() as u32 };
+                    let xb = value(&values, step.inputs[0]);
+                    self.dispatch(
+                        &mut enc,
+                        &shaders::DENSE_FORWARD,
+                        &p,
+                        &[&xb, weight, bias.as_ref().unwrap_or(&self.dummy), &y],
+                        n,
+                    )?;
+                    y
+                }
+                Op::MaxPool(geom) => {
+                    let y = self.storage(n, "max-pool output")?;
+                    let a = self.storage(n, "max-pool winners")?;
+                    let p = PoolParams { rows: b as u32, rows_per_sample: 1, ..*geom };
+                    let xb = value(&values, step.inputs[0]);
+                    self.dispatch(&mut enc, &shaders::MAXPOOL_FORWARD, &p, &[&xb, &y, &a], n)?;
+                    args[id] = Some(a);
+                    y
+                }
+                Op::AvgPool(geom) => {
+                    let y = self.storage(n, "average-pool output")?;
+                    let p = PoolParams { rows: b as u32, rows_per_sample: 1, ..*geom };
+                    let xb = value(&values, step.inputs[0]);
+                    self.dispatch(&mut enc, &shaders::AVGPOOL_FORWARD, &p, &[&xb, &y], n)?;
+                    y
+                }
+                Op::Activation { kind, alpha, lo, hi } => {
+                    let y = self.storage(n, "activation output")?;
+                    let p = ActivationParams {
+                        n: n as u32,
+                        size: step.size as u32,
+                        rows_per_sample: 1,
+                        kind: *kind,
+                        alpha: *alpha,
+                        lo: *lo,
+                        hi: *hi,
+                        _pad0: 0,
+                    };
+                    let xb = value(&values, step.inputs[0]);
+                    self.dispatch(&mut enc, &shaders::ACTIVATION_FORWARD, &p, &[&xb, &y], n)?;
+                    y
+                }
+                Op::ScaleShift { scale, shift, inner } => {
+                    let y = self.storage(n, "affine output")?;
+                    let p = ScaleShiftParams { n: n as u32, size: step.size as u32, inner: *inner, use_shift: 1 };
+                    let xb = value(&values, step.inputs[0]);
+                    self.dispatch(&mut enc, &shaders::SCALE_SHIFT, &p, &[&xb, scale, shift, &y], n)?;
+                    y
+                }
+                Op::Add => {
+                    let y = self.storage(n, "sum")?;
+                    let (a, c) = (value(&values, step.inputs[0]), value(&values, step.inputs[1]));
+                    self.dispatch(
+                        &mut enc,
+                        &shaders::ADD,
+                        &AddParams { n: n as u32, ..Default::default() },
+                        &[&a, &c, &y],
+                        n,
+                    )?;
+                    y
+                }
+            };
+            values[id] = Some(out);
+        }
+        // Reverse pass over the (sample, class) rows, seeded with the unit cotangents.
+        let mut eye = vec![0f32; rows * k];
+        for r in 0..rows {
+            eye[r * k + r % k] = 1.0;
+        }
+        let mut grads: Vec<Option<wgpu::Buffer>> = vec![None; n_nodes];
+        grads[out_id] = Some(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("unit cotangents"),
+            contents: bytemuck::cast_slice(&eye),
+            // COPY_SRC: for a network that is the identity, these are the Jacobian rows.
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        }));
+        for id in (1..n_nodes).rev() {
+            let Some(dy) = grads[id].take() else { continue };
+            let step = &self.steps[id];
+            let first = step.inputs[0];
+            let n = rows * step.in_size;
+            let dx = match &step.op {
+                Op::Dead | Op::Input => continue,
+                Op::Alias => dy,
+                Op::Add => {
+                    self.accumulate(&mut enc, &mut grads[step.inputs[1]], dy.clone(), n)?;
+                    dy
+                }
+                Op::Conv { geom, weight, .. } => {
+                    let dx = self.storage(n, "convolution input gradient")?;
+                    let p = ConvParams { rows: rows as u32, has_bias: 0, ..*geom };
+                    self.dispatch(&mut enc, &shaders::CONV_BACKWARD, &p, &[&dy, weight, &dx], n)?;
+                    dx
+                }
+                Op::Dense { inputs, outputs, weight, .. } => {
+                    let dx = self.storage(n, "dense input gradient")?;
+                    let m = (rows * step.in_size / *inputs as usize) as u32;
+                    let p = DenseParams { m, inputs: *inputs, outputs: *outputs, has_bias: 0 };
+                    self.dispatch(&mut enc, &shaders::DENSE_BACKWARD, &p, &[&dy, weight, &dx], n)?;
+                    dx
+                }
+                Op::MaxPool(geom) => {
+                    let dx = self.storage(n, "max-pool input gradient")?;
+                    let p = PoolParams { rows: rows as u32, rows_per_sample: k as u32, ..*geom };
+                    let a = args[id].clone().expect("max-pool winners are recorded in the forward pass");
+                    self.dispatch(&mut enc, &shaders::MAXPOOL_BACKWARD, &p, &[&dy, &a, &dx], n)?;
+                    dx
+                }
+                Op::AvgPool(geom) => {
+                    let dx = self.storage(n, "average-pool input gradient")?;
+                    let p = PoolParams { rows: rows as u32, rows_per_sample: k as u32, ..*geom };
+                    self.dispatch(&mut enc, &shaders::AVGPOOL_BACKWARD, &p, &[&dy, &dx], n)?;
+                    dx
+                }
+                Op::Activation { kind, alpha, lo, hi } => {
+                    let dx = self.storage(n, "activation input gradient")?;
+                    let p = ActivationParams {
+                        n: n as u32,
+                        size: step.in_size as u32,
+                        rows_per_sample: k as u32,
+                        kind: *kind,
+                        alpha: *alpha,
+                        lo: *lo,
+                        hi: *hi,
+                        _pad0: 0,
+                    };
+                    let primal = value(&values, first);
+                    self.dispatch(&mut enc, &shaders::ACTIVATION_BACKWARD, &p, &[&dy, &primal, &dx], n)?;
+                    dx
+                }
+                Op::ScaleShift { scale, shift, inner } => {
+                    let dx = self.storage(n, "affine input gradient")?;
+                    let p = ScaleShiftParams { n: n as u32, size: step.in_size as u32, inner: *inner, use_shift: 0 };
+                    self.dispatch(&mut enc, &shaders::SCALE_SHIFT, &p, &[&dy, scale, shift, &dx], n)?;
+                    dx
+                }
+            };
+            self.accumulate(&mut enc, &mut grads[first], dx, n)?;
+        }
+        // An input that does not reach the output has a zero Jacobian (fresh buffers are zero).
+        let jac = match grads[0].take() {
+            Some(g) => g,
+            None => self.storage(rows * d, "zero Jacobian")?,
+        };
+        let logits = value(&values, out_id);
+        let read_logits = self.readback_buffer(b * k)?;
+        let read_jac = self.readback_buffer(rows * d)?;
+        enc.copy_buffer_to_buffer(&logits, 0, &read_logits, 0, (b * k * 4) as u64);
+        enc.copy_buffer_to_buffer(&jac, 0, &read_jac, 0, (rows * d * 4) as u64);
+        self.queue.submit([enc.finish()]);
+        let oom = pollster::block_on(oom.pop());
+        let validation = pollster::block_on(validation.pop());
+        if let Some(e) = oom.or(validation) {
+            return Err(Error::Device { during: "running the certification kernels".into(), reason: e.to_string() });
+        }
+        let l = self.read(&read_logits, b * k)?;
+        let j = self.read(&read_jac, rows * d)?;
+        Ok((l, j))
+    }
+
+    fn readback_buffer(&self, values: usize) -> Result<wgpu::Buffer> {
+        let bytes = (values.max(1) * 4) as u64;
+        if bytes > self.max_binding {
+            return Err(Error::TooLarge { what: "read-back buffer".into(), bytes, limit: self.max_binding });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Maps a read-back buffer after the queue has finished and copies `values` floats out.
+    fn read(&self, buf: &wgpu::Buffer, values: usize) -> Result<Vec<f32>> {
+        let slot: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
+        let s = slot.clone();
+        let bytes = (values * 4) as u64;
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            if let Ok(mut g) = s.lock() {
+                *g = Some(r);
+            }
+        });
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check_lost()?;
+        polled.map_err(|e| Error::Readback { reason: e.to_string() })?;
+        let mapped = slot.lock().map_err(|_| Error::Readback { reason: "callback state poisoned".into() })?.take();
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Readback { reason: e.to_string() }),
+            None => {
+                return Err(Error::Readback { reason: "the buffer was not mapped after the queue finished".into() })
+            }
+        }
+        let out = {
+            let view = buf.get_mapped_range(0..bytes).map_err(|e| Error::Readback { reason: e.to_string() })?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        buf.unmap();
+        Ok(out)
+    }
+
+    fn check_lost(&self) -> Result<()> {
+        let g = self.faults.lock().map_err(|_| Error::DeviceLost { reason: "fault state poisoned".into() })?;
+        if let Some(reason) = &g.lost {
+            return Err(Error::DeviceLost { reason: reason.clone() });
+        }
+        if let Some(reason) = &g.uncaptured {
+            return Err(Error::Device { during: "an earlier command".into(), reason: reason.clone() });
+        }
+        Ok(())
+    }
+}
