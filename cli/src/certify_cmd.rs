@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use certify_bounds::{deepfool, fgsm, jsma, point_bounds, DeepFoolConfig, JsmaConfig, JsmaSearch, JsmaTarget};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{Attack, Cli, DeviceArg, JsmaSearchArg};
+use crate::args::{Attack, Cli, JsmaSearchArg};
+use crate::device::Certifier;
 use crate::input::prepare;
 use crate::report::{csv_header, csv_row, DeepFoolRec, JsmaRec, Record, Summary};
 
@@ -65,30 +66,7 @@ pub fn run(args: &Cli) -> Result<()> {
         k
     );
 
-    let gpu = match args.device {
-        DeviceArg::Cpu => None,
-        DeviceArg::Gpu => {
-            let ctx = certify_gpu::GpuContext::new().context("--device gpu")?;
-            log::info!("GPU: {}", ctx.describe());
-            Some(certify_gpu::GpuCertifier::new(&ctx, &net).with_context(|| format!("`{}`", model_path.display()))?)
-        }
-        DeviceArg::Auto => match certify_gpu::GpuContext::new() {
-            Ok(ctx) => match certify_gpu::GpuCertifier::new(&ctx, &net) {
-                Ok(g) => {
-                    log::info!("GPU: {}", ctx.describe());
-                    Some(g)
-                }
-                Err(e) => {
-                    eprintln!("certify: --device auto: using the CPU: {e}");
-                    None
-                }
-            },
-            Err(e) => {
-                eprintln!("certify: --device auto: using the CPU: {e}");
-                None
-            }
-        },
-    };
+    let certifier = Certifier::select(args.device, &net, model_path)?;
 
     let df_cfg =
         DeepFoolConfig { max_iter: args.deepfool_iters, overshoot: args.overshoot, ..DeepFoolConfig::default() };
@@ -124,10 +102,7 @@ pub fn run(args: &Cli) -> Result<()> {
         let x = &prepared.x[start * d..(start + b) * d];
         let labels = &ds.labels[start..start + b];
         // One forward and one exact-Jacobian pass give both the logits and the bounds.
-        let jac = match &gpu {
-            Some(g) => g.jacobians(x, b)?,
-            None => net.jacobian(x, b)?,
-        };
+        let jac = certifier.jacobians(&net, x, b)?;
         let pb: Vec<_> =
             (0..b).map(|i| point_bounds(jac.logits_of(i), jac.jacobian_of(i), &x[i * d..(i + 1) * d])).collect();
         let dfs = if attacks.contains(&Attack::Deepfool) { Some(deepfool(&net, x, b, &df_cfg)?) } else { None };

@@ -6,6 +6,7 @@
 mod args;
 mod certify_cmd;
 mod checkpoint;
+mod device;
 mod export_cmd;
 mod fit;
 mod harden_cmd;

@@ -36,11 +36,9 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     }
     // As labels, a 1-D prefix of the same array.
-    let labels = data::parse_file_bytes(
-        Path::new("y_test.npy"),
-        data::npy::encode(data::Dtype::U8, &[count], &vec![1; count]),
-    )
-    .expect("well-formed labels");
+    let labels =
+        data::parse_file_bytes(Path::new("y_test.npy"), data::npy::encode(data::Dtype::U8, &[count], &vec![1; count]))
+            .expect("well-formed labels");
     if let Ok(mut ds) = data::from_arrays(&array, &labels, PathBuf::from("x"), PathBuf::from("y"), None) {
         assert_eq!(ds.images.len(), ds.len * ds.sample_len());
         let _ = ds.preprocess(Some(2.0), &[], &[]);

@@ -273,8 +273,8 @@ fn solve(target: f32, v: f64, storage: Storage, fwd: impl Fn(f64) -> f32) -> f64
             bits[2] = step(c, false);
             bits[3] = step(bits[1], true);
             bits[4] = step(bits[2], false);
-            bits[5] = -c; // a zero of the other sign
-            // Bitwise, so that the sign of a zero survives the round trip.
+            // A zero of the other sign; and bitwise comparison, so that a zero's sign survives.
+            bits[5] = -c;
             bits.iter().map(|&x| x as f64).find(|&x| fwd(x).to_bits() == target.to_bits()).unwrap_or(c as f64)
         }
         Storage::F64 | Storage::Half => v,

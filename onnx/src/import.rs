@@ -1399,7 +1399,7 @@ impl<'g> Importer<'g> {
             out.push(d);
         }
         if let Some(i) = infer {
-            if size % known != 0 {
+            if !size.is_multiple_of(known) {
                 return Err(c.bad(format!("cannot reshape {} to {t:?}", full(s))));
             }
             out[i] = size / known;

@@ -87,7 +87,11 @@ unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
 /// # Safety
 /// `bytes` points to `len` readable bytes; `out` points to writable storage for a pointer.
 #[no_mangle]
-pub unsafe extern "C" fn certify_model_load(bytes: *const u8, len: usize, out: *mut *mut CertifyModel) -> CertifyStatus {
+pub unsafe extern "C" fn certify_model_load(
+    bytes: *const u8,
+    len: usize,
+    out: *mut *mut CertifyModel,
+) -> CertifyStatus {
     guarded(|| {
         if out.is_null() {
             return fail(CertifyStatus::NullArgument, "certify_model_load: `out` is null");
@@ -240,7 +244,8 @@ pub unsafe extern "C" fn certify_model_certify(
             return fail(CertifyStatus::NullArgument, "certify_model_certify: `x`, `scratch` or `out` is null");
         }
         // SAFETY: non-null, with the lengths of the contract.
-        let (x, scratch) = unsafe { (slice::from_raw_parts(x, x_len), slice::from_raw_parts_mut(scratch, scratch_len)) };
+        let (x, scratch) =
+            unsafe { (slice::from_raw_parts(x, x_len), slice::from_raw_parts_mut(scratch, scratch_len)) };
         match m.certify(x, scratch) {
             Ok(c) => {
                 // SAFETY: `out` is non-null and writable.

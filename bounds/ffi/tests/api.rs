@@ -24,8 +24,9 @@ fn load(bytes: &[u8]) -> (CertifyStatus, *mut CertifyModel) {
 fn certify(model: *const CertifyModel, x: &[f32], scratch: &mut [u8]) -> (CertifyStatus, CertifyResult) {
     let mut out = std::mem::MaybeUninit::<CertifyResult>::zeroed();
     // SAFETY: valid slices and out pointer; `model` is live.
-    let status =
-        unsafe { certify_model_certify(model, x.as_ptr(), x.len(), scratch.as_mut_ptr(), scratch.len(), out.as_mut_ptr()) };
+    let status = unsafe {
+        certify_model_certify(model, x.as_ptr(), x.len(), scratch.as_mut_ptr(), scratch.len(), out.as_mut_ptr())
+    };
     // SAFETY: zeroed is a valid CertifyResult (plain numbers).
     (status, unsafe { out.assume_init() })
 }
@@ -58,7 +59,10 @@ fn results_equal_the_engine_for_both_precisions() {
             assert_eq!(status, CertifyStatus::Ok, "{}", last_error());
             assert_eq!(last_error(), "");
             let c = engine.certify(&x, &mut engine_scratch).unwrap();
-            assert_eq!((r.predicted as usize, r.runner_up as usize, r.classes as usize), (c.predicted, c.runner_up, 10));
+            assert_eq!(
+                (r.predicted as usize, r.runner_up as usize, r.classes as usize),
+                (c.predicted, c.runner_up, 10)
+            );
             assert_eq!(r.cor2_class, c.cor2_class.map_or(-1, |k| k as i32));
             assert_eq!(
                 [r.margin, r.jacobian_fro, r.prop3_bound, r.cor2_estimate].map(f64::to_bits),
@@ -97,7 +101,7 @@ fn borrowing_uses_the_bytes_in_place_and_refuses_misaligned_ones() {
     let mut shifted = vec![0u32; bytes.len() / 4 + 2];
     let shifted_bytes = &mut bytemuck_bytes(&mut shifted)[1..=bytes.len()];
     shifted_bytes.copy_from_slice(bytes);
-    let mut out = 1 as *mut CertifyModel;
+    let mut out = std::ptr::dangling_mut::<CertifyModel>(); // overwritten with null on failure
     // SAFETY: valid slice; the call fails and keeps no reference.
     let status = unsafe { certify_model_borrow(shifted_bytes.as_ptr(), shifted_bytes.len(), &mut out) };
     assert_eq!(status, CertifyStatus::InvalidModel);
@@ -120,8 +124,12 @@ fn corrupt_and_truncated_models_are_refused_with_a_message() {
     let bytes = compact_example(Precision::F32);
     let mut bad_magic = bytes.clone();
     bad_magic[0] ^= 0xff;
-    let cases: [(&str, &[u8]); 4] =
-        [("magic", &bad_magic), ("truncated", &bytes[..bytes.len() / 2]), ("header only", &bytes[..64]), ("empty", &[])];
+    let cases: [(&str, &[u8]); 4] = [
+        ("magic", &bad_magic),
+        ("truncated", &bytes[..bytes.len() / 2]),
+        ("header only", &bytes[..64]),
+        ("empty", &[]),
+    ];
     for (what, b) in cases {
         let (status, handle) = load(b);
         assert_eq!(status, CertifyStatus::InvalidModel, "{what}");
