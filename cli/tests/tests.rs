@@ -3,7 +3,6 @@
 mod bad_inputs;
 mod binary;
 mod common;
-mod corrupt_inputs;
 mod export;
 mod gpu;
 mod harden;

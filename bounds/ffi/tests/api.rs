@@ -102,7 +102,7 @@ fn borrowing_uses_the_bytes_in_place_and_refuses_misaligned_ones() {
     let shifted_bytes = &mut bytemuck_bytes(&mut shifted)[1..=bytes.len()];
     shifted_bytes.copy_from_slice(bytes);
     let mut out = std::ptr::dangling_mut::<CertifyModel>(); // overwritten with null on failure
-    // SAFETY: valid slice; the call fails and keeps no reference.
+                                                            // SAFETY: valid slice; the call fails and keeps no reference.
     let status = unsafe { certify_model_borrow(shifted_bytes.as_ptr(), shifted_bytes.len(), &mut out) };
     assert_eq!(status, CertifyStatus::InvalidModel);
     assert!(out.is_null(), "a failed call sets *out to null");
