@@ -22,24 +22,35 @@ macro_rules! kernel {
     ($name:literal, $uniform:literal) => {
         Kernel { name: $name, source: include_str!(concat!("shaders/", $name, ".wgsl")), uniform: $uniform }
     };
+    // A kernel whose uniform struct is shared: `shaders/params/<prelude>.wgsl` goes first.
+    ($name:literal, $uniform:literal, $prelude:literal) => {
+        Kernel {
+            name: $name,
+            source: concat!(
+                include_str!(concat!("shaders/params/", $prelude, ".wgsl")),
+                include_str!(concat!("shaders/", $name, ".wgsl"))
+            ),
+            uniform: $uniform,
+        }
+    };
 }
 
 /// Convolution forward.
-pub const CONV_FORWARD: Kernel = kernel!("conv_forward", "ConvParams");
+pub const CONV_FORWARD: Kernel = kernel!("conv_forward", "ConvParams", "conv");
 /// Convolution input gradient.
-pub const CONV_BACKWARD: Kernel = kernel!("conv_backward", "ConvParams");
+pub const CONV_BACKWARD: Kernel = kernel!("conv_backward", "ConvParams", "conv");
 /// Dense forward.
 pub const DENSE_FORWARD: Kernel = kernel!("dense_forward", "DenseParams");
 /// Dense input gradient.
 pub const DENSE_BACKWARD: Kernel = kernel!("dense_backward", "DenseParams");
 /// Max pooling forward (values and winners).
-pub const MAXPOOL_FORWARD: Kernel = kernel!("maxpool_forward", "PoolParams");
+pub const MAXPOOL_FORWARD: Kernel = kernel!("maxpool_forward", "PoolParams", "pool");
 /// Max pooling input gradient.
-pub const MAXPOOL_BACKWARD: Kernel = kernel!("maxpool_backward", "PoolParams");
+pub const MAXPOOL_BACKWARD: Kernel = kernel!("maxpool_backward", "PoolParams", "pool");
 /// Average pooling forward.
-pub const AVGPOOL_FORWARD: Kernel = kernel!("avgpool_forward", "PoolParams");
+pub const AVGPOOL_FORWARD: Kernel = kernel!("avgpool_forward", "PoolParams", "pool");
 /// Average pooling input gradient.
-pub const AVGPOOL_BACKWARD: Kernel = kernel!("avgpool_backward", "PoolParams");
+pub const AVGPOOL_BACKWARD: Kernel = kernel!("avgpool_backward", "PoolParams", "pool");
 /// ReLU / LeakyReLU / Clip forward.
 pub const ACTIVATION_FORWARD: Kernel = kernel!("activation_forward", "ActivationParams");
 /// ReLU / LeakyReLU / Clip input gradient.

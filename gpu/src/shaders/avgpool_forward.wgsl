@@ -1,24 +1,7 @@
 // Average pooling, forward: one invocation per output value (the sum over the window's cells
 // inside the image divided by window_count; 0 for a window with divisor 0).
 
-struct PoolParams {
-    rows: u32,
-    channels: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    kh: u32,
-    kw: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    pad_bottom: u32,
-    pad_right: u32,
-    count_include_pad: u32,
-    rows_per_sample: u32,
-}
+// `PoolParams` is in params/pool.wgsl, prepended by shaders.rs.
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

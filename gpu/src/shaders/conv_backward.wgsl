@@ -3,28 +3,7 @@
 // dx[r, ci, iy, ix] = Σ_{co in group, ki, kj : (iy + pad_top − ki·dil_y) = oy·sy, (ix + pad_left − kj·dil_x) = ox·sx}
 //                     w[co, ci_l, ki, kj] · dy[r, co, oy, ox]
 
-struct ConvParams {
-    rows: u32,
-    in_channels: u32,
-    h: u32,
-    w: u32,
-    out_channels: u32,
-    ho: u32,
-    wo: u32,
-    kh: u32,
-    kw: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    dil_y: u32,
-    dil_x: u32,
-    groups: u32,
-    has_bias: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// `ConvParams` is in params/conv.wgsl, prepended by shaders.rs.
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;

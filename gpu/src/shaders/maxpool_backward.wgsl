@@ -2,24 +2,7 @@
 // cotangents of every window whose recorded winner (from maxpool_forward on the row's sample) is
 // this cell. Rows r·rows_per_sample .. (r+1)·rows_per_sample − 1 belong to sample r.
 
-struct PoolParams {
-    rows: u32,
-    channels: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    kh: u32,
-    kw: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    pad_bottom: u32,
-    pad_right: u32,
-    count_include_pad: u32,
-    rows_per_sample: u32,
-}
+// `PoolParams` is in params/pool.wgsl, prepended by shaders.rs.
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;

@@ -2,24 +2,7 @@
 // maximum in row-major scan order, padding excluded) as a per-sample flat index, or 0xffffffff for
 // a window that holds no input cell.
 
-struct PoolParams {
-    rows: u32,
-    channels: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    kh: u32,
-    kw: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    pad_bottom: u32,
-    pad_right: u32,
-    count_include_pad: u32,
-    rows_per_sample: u32,
-}
+// `PoolParams` is in params/pool.wgsl, prepended by shaders.rs.
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
