@@ -4,6 +4,11 @@
 //! against the `f32` network path on the first 1,000, the scratch bytes, and the heap allocated
 //! by `CompactModel::load` + `certify` (counted by this program's global allocator).
 //!
+//! After the table it lists, per model, the inputs whose `f16` Prop. 3 estimate differs from the
+//! `f32` one by more than 1% (with their margins and ‖J‖_F), and an ablation: the largest
+//! relative difference when the weights of only one layer are rounded to `f16` (emulated on the
+//! `f32` network), which shows whether keeping some layers in `f32` would help.
+//!
 //! Run: `cargo run --release -p certify-cli --example compact_figures [-- SHARED_DIR]`
 //! (default `../shared` beside the workspace).
 
@@ -13,7 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use certify_bounds::certify_batch;
+use certify_bounds::PointBounds;
 use certify_core::compact::{to_compact, AlignedModel, CompactModel, Precision};
+use certify_core::{Layer, Network};
 use rayon::prelude::*;
 
 /// Tracks the bytes currently allocated and their peak.
@@ -43,6 +50,23 @@ fn argmax(z: &[f32]) -> usize {
     certify_core::top2(z).0
 }
 
+/// Per-input relative differences of the Prop. 3 estimate, `got` against `want`.
+fn prop3_rel(got: impl Iterator<Item = f64>, want: &[PointBounds]) -> Vec<f64> {
+    got.zip(want).map(|(g, w)| (g - w.prop3_bound).abs() / w.prop3_bound.abs()).collect()
+}
+
+/// `net` with the weights of node `id` (Dense or Conv2d) rounded to `f16` and back.
+fn round_layer_to_f16(net: &Network<f32>, id: usize) -> Network<f32> {
+    let mut q = net.clone();
+    let weights = match q.layer_params_mut(id) {
+        Some(Layer::Dense(d)) => &mut d.weight,
+        Some(Layer::Conv2d(c)) => &mut c.weight,
+        _ => return q,
+    };
+    weights.iter_mut().for_each(|w| *w = half::f16::from_f32(*w).to_f32());
+    q
+}
+
 fn main() -> Result<()> {
     let shared = std::env::args()
         .nth(1)
@@ -54,6 +78,7 @@ fn main() -> Result<()> {
     let n = ds.len;
     println!("| model | ONNX bytes | compact f32 | compact f16 (÷ ONNX) | accuracy f32 network / f16 compact ({n}) | Prop. 3 f16 vs f32, first 1,000: max / mean rel. diff | scratch bytes | heap of load + certify |");
     println!("|---|---|---|---|---|---|---|---|");
+    let mut notes = Vec::new();
     for name in ["mnist-paper-base", "mnist-mlp-256x2-pytorch"] {
         let path = shared.join(format!("models/{name}.onnx"));
         let onnx_len = std::fs::metadata(&path)?.len() as usize;
@@ -90,8 +115,34 @@ fn main() -> Result<()> {
             .par_chunks(d)
             .map_init(|| vec![0u8; model.scratch_size()], |s, x| model.certify(x, s).expect("certify"))
             .collect();
-        let rel: Vec<f64> =
-            got.iter().zip(&want).map(|(g, w)| (g.prop3_bound - w.prop3_bound).abs() / w.prop3_bound.abs()).collect();
+        let rel = prop3_rel(got.iter().map(|g| g.prop3_bound), &want);
+        notes.push(format!("{name}: inputs (of the first {m}) whose f16 Prop. 3 differs by more than 1%:"));
+        for (i, r) in rel.iter().enumerate().filter(|(_, &r)| r > 0.01) {
+            notes.push(format!(
+                "  #{i}: {:.2}%; margin f32 {:.4} / f16 {:.4}; ‖J‖_F f32 {:.4} / f16 {:.4}",
+                100.0 * r,
+                want[i].margin,
+                got[i].margin,
+                want[i].jacobian_fro,
+                got[i].jacobian_fro
+            ));
+        }
+        for (id, node) in net.nodes().iter().enumerate() {
+            let weights = match &node.layer {
+                Layer::Dense(l) => l.weight.len(),
+                Layer::Conv2d(l) => l.weight.len(),
+                _ => continue,
+            };
+            let rounded = certify_batch(&round_layer_to_f16(&net, id), &xs[..m * d], m)?;
+            let r = prop3_rel(rounded.iter().map(|c| c.prop3_bound), &want);
+            notes.push(format!(
+                "  only `{}` ({} weights) rounded to f16: largest Prop. 3 difference {:.2}%, {} inputs over 1%",
+                node.name,
+                weights,
+                100.0 * r.iter().copied().fold(0.0, f64::max),
+                r.iter().filter(|&&x| x > 0.01).count()
+            ));
+        }
         let max_rel = rel.iter().copied().fold(0.0, f64::max);
         let mean_rel = rel.iter().sum::<f64>() / m as f64;
         let class_changes = got.iter().zip(&want).filter(|(g, w)| g.predicted != w.predicted).count();
@@ -116,6 +167,10 @@ fn main() -> Result<()> {
             mean_rel,
             model.scratch_size(),
         );
+    }
+    println!();
+    for line in notes {
+        println!("{line}");
     }
     Ok(())
 }
