@@ -35,7 +35,7 @@ fn shared() -> Option<PathBuf> {
 fn mnist(n: usize) -> Vec<f32> {
     let p = shared().unwrap().join("data/mnist/t10k-images-idx3-ubyte.gz");
     let ds = certify_cli::data::load(&p, None, Some(n)).unwrap();
-    ds.images.iter().map(|&v| v / 255.0).collect()
+    ds.to_f32().iter().map(|&v| v / 255.0).collect()
 }
 
 /// Floating-point operations (2 per multiply-accumulate) of one forward pass of the paper

@@ -108,7 +108,7 @@ fn main() {
     rayon::ThreadPoolBuilder::new().num_threads(1).build_global().unwrap();
     let data = shared.join("data/mnist/t10k-images-idx3-ubyte.gz");
     let ds = certify_cli::data::load(&data, None, Some(1)).unwrap();
-    let x: Vec<f32> = ds.images.iter().map(|&v| v / 255.0).collect();
+    let x: Vec<f32> = ds.to_f32().iter().map(|&v| v / 255.0).collect();
     let mut c = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3)).configure_from_args();
     let mut rows = Vec::new();
     for name in ["mnist-paper-base", "mnist-mlp-256x2-pytorch"] {

@@ -51,7 +51,7 @@ fn main() {
     rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
     let net0 = certify_onnx::import_path(&shared.join("models/mnist-paper-base.onnx")).unwrap().network;
     let ds = certify_cli::data::load(&shared.join("data/mnist/train-images-idx3-ubyte.gz"), None, Some(BATCH)).unwrap();
-    let x: Vec<f32> = ds.images.iter().map(|&v| v / 255.0).collect();
+    let x: Vec<f32> = ds.to_f32().iter().map(|&v| v / 255.0).collect();
     let labels = ds.labels.clone();
     let trainer = |est: Option<PenaltyEstimate>| {
         let objective = match est {

@@ -74,7 +74,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
     let data = shared.join("data/mnist/t10k-images-idx3-ubyte.gz");
     let ds = certify_cli::data::load(&data, None, None).with_context(|| format!("`{}`", data.display()))?;
-    let xs: Vec<f32> = ds.images.iter().map(|&v| v / 255.0).collect();
+    let xs: Vec<f32> = ds.to_f32().iter().map(|&v| v / 255.0).collect();
     let n = ds.len;
     println!("| model | ONNX bytes | compact f32 | compact f16 (÷ ONNX) | accuracy f32 network / f16 compact ({n}) | Prop. 3 f16 vs f32, first 1,000: max / mean rel. diff | scratch bytes | heap of load + certify |");
     println!("|---|---|---|---|---|---|---|---|");

@@ -47,14 +47,11 @@ fn run() -> Result<()> {
     }
     let net = certify_onnx::import_path(&model)?.network;
     net.check_classifier()?;
-    let mut ds = certify_cli::data::load(&data, None, Some(n))?;
-    ds.preprocess(None, &[], &[])?;
+    let ds = certify_cli::data::load(&data, None, Some(n))?;
+    let prepared = certify_cli::data::prepare(ds, net.input_shape(), None, &[], &[])?;
     let d = net.input_len();
-    let n = ds.len;
-    if ds.images.len() != n * d {
-        bail!("`{}`: samples have {} values, the model expects {d}", data.display(), ds.images.len() / n);
-    }
-    let x = &ds.images;
+    let n = prepared.len();
+    let x = &prepared.batch(0, n);
     println!(
         "model {} ({d} inputs, {} classes), {n} inputs from {}",
         model.display(),

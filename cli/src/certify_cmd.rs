@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use certify_bounds::{deepfool, fgsm, jsma, point_bounds, DeepFoolConfig, JsmaConfig, JsmaSearch, JsmaTarget};
+use certify_cli::data::prepare;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{Attack, Cli, JsmaSearchArg};
 use crate::device::Certifier;
-use crate::input::prepare;
 use crate::report::{csv_header, csv_row, DeepFoolRec, JsmaRec, Record, Summary};
 
 pub fn run(args: &Cli) -> Result<()> {
@@ -55,16 +55,16 @@ pub fn run(args: &Cli) -> Result<()> {
 
     let ds = certify_cli::data::load(&args.data, args.labels.as_deref(), args.limit)?;
     ds.check_labels(k).with_context(|| format!("`{}`", model_path.display()))?;
-    let prepared = prepare(&ds, net.input_shape(), args.scale, &args.mean, &args.std)?;
-    let n = ds.len;
     log::info!(
         "{}: {} inputs of shape {:?} from `{}`, {} classes",
         model_path.display(),
-        n,
+        ds.len,
         net.input_shape(),
         ds.images_path.display(),
         k
     );
+    let prepared = prepare(ds, net.input_shape(), args.scale, &args.mean, &args.std)?;
+    let n = prepared.len();
 
     let certifier = Certifier::select(args.device, &net, model_path)?;
 
@@ -99,8 +99,9 @@ pub fn run(args: &Cli) -> Result<()> {
     let mut records = Vec::with_capacity(n);
     for start in (0..n).step_by(args.batch) {
         let b = args.batch.min(n - start);
-        let x = &prepared.x[start * d..(start + b) * d];
-        let labels = &ds.labels[start..start + b];
+        let batch = prepared.batch(start, b);
+        let x = &batch[..];
+        let labels = &prepared.labels()[start..start + b];
         // One forward and one exact-Jacobian pass give both the logits and the bounds.
         let jac = certifier.jacobians(&net, x, b)?;
         let pb: Vec<_> =

@@ -236,11 +236,29 @@ pub enum Error {
         /// Classes the model has.
         num_classes: usize,
     },
-    /// Normalisation constants that do not fit the data.
-    #[error("invalid preprocessing: {reason}")]
+    /// Scaling or normalisation options that do not fit the data (the message names the option).
+    #[error("{reason}")]
     Preprocess {
         /// What is wrong, in words.
         reason: String,
+    },
+    /// Samples whose shape does not fit the model's input.
+    #[error(
+        "`{}`: samples have shape {shape:?} ({values} values) but the model expects per-sample input \
+         {model_shape:?} ({model_values} values)",
+        .path.display()
+    )]
+    SampleShape {
+        /// The images file.
+        path: PathBuf,
+        /// The data's sample shape.
+        shape: Vec<usize>,
+        /// Values per data sample.
+        values: usize,
+        /// The model's per-sample input shape.
+        model_shape: Vec<usize>,
+        /// Values per model input.
+        model_values: usize,
     },
 }
 

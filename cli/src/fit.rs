@@ -14,6 +14,8 @@ use certify_core::{Layer, Network};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use certify_cli::data::Prepared;
+
 use crate::checkpoint;
 use crate::train_args::{LossArg, OptimizerArg, RegularizerArg, TrainOpts};
 
@@ -69,24 +71,12 @@ pub fn parse_penalty(s: &str) -> Result<PenaltyEstimate> {
     }
 }
 
-/// Training data ready for the network.
-pub struct Split {
-    pub x: Vec<f32>,
-    pub labels: Vec<usize>,
-}
-
-impl Split {
-    fn len(&self) -> usize {
-        self.labels.len()
-    }
-}
-
 /// Everything `fit` needs.
 pub struct Job<'a> {
     pub opts: &'a TrainOpts,
-    pub train: Split,
-    pub domain: InputDomain,
-    pub val: Option<Split>,
+    /// The training data; its domain bounds the adversarial perturbations.
+    pub train: Prepared,
+    pub val: Option<Prepared>,
     pub default_lr: f64,
     pub default_regularizer: RegularizerArg,
     pub default_dropout: f64,
@@ -105,23 +95,22 @@ pub struct Validation {
 }
 
 /// Accuracy on all of `val` and mean ‖J‖_F on its first `nj` samples.
-pub fn validate(net: &Network<f32>, val: &Split, nj: usize) -> Result<Validation> {
-    let d = net.input_len();
+pub fn validate(net: &Network<f32>, val: &Prepared, nj: usize) -> Result<Validation> {
     let k = net.num_classes();
     let mut correct = 0usize;
     for start in (0..val.len()).step_by(256) {
         let end = (start + 256).min(val.len());
-        let z = net.forward(&val.x[start * d..end * d], end - start)?;
+        let z = net.forward(&val.batch(start, end - start), end - start)?;
         for (i, row) in z.chunks(k).enumerate() {
             let arg = (0..k).fold(0, |a, j| if row[j] > row[a] { j } else { a });
-            correct += usize::from(arg == val.labels[start + i]);
+            correct += usize::from(arg == val.labels()[start + i]);
         }
     }
     let nj = nj.min(val.len());
     let mut fro = 0.0;
     for start in (0..nj).step_by(64) {
         let end = (start + 64).min(nj);
-        let j = net.jacobian(&val.x[start * d..end * d], end - start)?;
+        let j = net.jacobian(&val.batch(start, end - start), end - start)?;
         fro += (0..end - start).map(|b| j.frobenius(b)).sum::<f64>();
     }
     Ok(Validation {
@@ -256,7 +245,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
     if opts.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    if job.train.len() == 0 {
+    if job.train.is_empty() {
         bail!("the training data is empty");
     }
     if !(opts.lambda.is_finite() && opts.lambda >= 0.0) {
@@ -412,12 +401,13 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
             order_epoch = epoch;
         }
         let pos = (step % per_epoch) as usize * batch;
-        for (j, &i) in order[pos..pos + batch].iter().enumerate() {
-            xb[j * d..(j + 1) * d].copy_from_slice(&job.train.x[i * d..(i + 1) * d]);
-            yb[j] = job.train.labels[i];
+        let picked = &order[pos..pos + batch];
+        job.train.gather(picked, &mut xb);
+        for (y, &i) in yb.iter_mut().zip(picked) {
+            *y = job.train.labels()[i];
         }
         if let Some(adv) = adversarial {
-            perturb(&net, adv, &mut xb, &yb, &job.domain)?;
+            perturb(&net, adv, &mut xb, &yb, &job.train.domain)?;
         }
         let stats = match trainer.step(&mut net, &xb, &yb) {
             Ok(s) => s,

@@ -5,8 +5,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use certify_core::Network;
 
-use crate::fit::{fit, Job, Split};
-use crate::input::prepare;
+use certify_cli::data::{prepare, Prepared};
+
+use crate::fit::{fit, Job};
 use crate::train_args::{HardenCli, RegularizerArg, TrainOpts};
 
 /// Loads a data set for a model with input shape `shape` and `k` classes.
@@ -17,14 +18,13 @@ pub fn load_split(
     limit: Option<usize>,
     shape: &[usize],
     k: usize,
-) -> Result<(Split, certify_bounds::InputDomain)> {
+) -> Result<Prepared> {
     let ds = certify_cli::data::load(data, labels, limit)?;
     if ds.len == 0 {
         bail!("`{}` holds no samples", ds.images_path.display());
     }
     ds.check_labels(k).context("the labels do not fit the model")?;
-    let p = prepare(&ds, shape, opts.scale, &opts.mean, &opts.std)?;
-    Ok((Split { x: p.x, labels: ds.labels }, p.domain))
+    Ok(prepare(ds, shape, opts.scale, &opts.mean, &opts.std)?)
 }
 
 /// Sets up the global thread pool once.
@@ -52,13 +52,12 @@ pub fn run(args: &HardenCli) -> Result<()> {
     net.check_classifier().with_context(|| format!("`{}`", model.display()))?;
     let k = net.num_classes();
     let opts = &args.train;
-    let (train, domain) = load_split(opts, &opts.data, opts.labels.as_deref(), opts.limit, net.input_shape(), k)
+    let train = load_split(opts, &opts.data, opts.labels.as_deref(), opts.limit, net.input_shape(), k)
         .with_context(|| format!("training data for `{}`", model.display()))?;
     let val = match &opts.val {
         Some(v) => Some(
             load_split(opts, v, opts.val_labels.as_deref(), opts.val_limit, net.input_shape(), k)
-                .with_context(|| format!("validation data for `{}`", model.display()))?
-                .0,
+                .with_context(|| format!("validation data for `{}`", model.display()))?,
         ),
         None => None,
     };
@@ -70,7 +69,6 @@ pub fn run(args: &HardenCli) -> Result<()> {
         Job {
             opts,
             train,
-            domain,
             val,
             default_lr: 1e-4,
             default_regularizer: RegularizerArg::Jacobian,

@@ -10,7 +10,6 @@ mod device;
 mod export_cmd;
 mod fit;
 mod harden_cmd;
-mod input;
 mod report;
 mod train_args;
 mod train_cmd;

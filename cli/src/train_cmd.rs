@@ -23,9 +23,9 @@ pub fn run(args: &TrainCli) -> Result<()> {
     let mut rng = Rng::new(opts.seed);
     let net: Network<f32> = arch.build(Some(&probe_shape), &mut rng).context("building the architecture")?;
     let k = net.num_classes();
-    let (train, domain) = load_split(opts, &opts.data, opts.labels.as_deref(), opts.limit, net.input_shape(), k)?;
+    let train = load_split(opts, &opts.data, opts.labels.as_deref(), opts.limit, net.input_shape(), k)?;
     let val = match &opts.val {
-        Some(v) => Some(load_split(opts, v, opts.val_labels.as_deref(), opts.val_limit, net.input_shape(), k)?.0),
+        Some(v) => Some(load_split(opts, v, opts.val_labels.as_deref(), opts.val_limit, net.input_shape(), k)?),
         None => None,
     };
     let write = |n: &Network<f32>, p: &Path| -> Result<()> {
@@ -37,7 +37,6 @@ pub fn run(args: &TrainCli) -> Result<()> {
         Job {
             opts,
             train,
-            domain,
             val,
             default_lr: 1e-3,
             default_regularizer: RegularizerArg::None,

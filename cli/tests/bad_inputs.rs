@@ -148,6 +148,11 @@ const CASES: &[Case] = &[
         message: "certify: error: --std values must be positive and --mean values finite",
     },
     Case {
+        args: &["m.onnx", "--data", "mnist/t10k-images-idx3-ubyte.gz", "--std", "1e-40"],
+        message: "certify: error: normalising makes element 0 of the samples non-finite (pixels 0.0..255.0 / 255.0, \
+                  mean 0.0, std 1e-40); check --scale/--mean/--std",
+    },
+    Case {
         args: &["m.onnx", "--data", "mnist/t10k-images-idx3-ubyte.gz", "--eps", "-1"],
         message: "certify: error: --eps values must be finite and ≥ 0",
     },

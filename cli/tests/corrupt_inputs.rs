@@ -394,3 +394,81 @@ fn corrupted_models_and_data_never_panic_hang_or_blow_up() {
         checker.failures.join("\n")
     );
 }
+
+/// Writes `copies` × the shipped 1,000 MNIST digits as a raw IDX pair into `dir` (streamed, so
+/// this process never holds the whole file) and returns the images path and its size.
+fn repeated_mnist(dir: &Path, copies: usize) -> (PathBuf, u64) {
+    use std::io::Write;
+    let src = root().join("examples/data/mnist-1k");
+    let images = gunzip(&src.join("t10k-images-idx3-ubyte.gz"));
+    let labels = gunzip(&src.join("t10k-labels-idx1-ubyte.gz"));
+    let n = (1000 * copies) as u32;
+    let path = dir.join("big-images-idx3-ubyte");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    f.write_all(&idx(0x08, &[n, 28, 28], &[])).expect("write");
+    for _ in 0..copies {
+        f.write_all(&images[16..]).expect("write");
+    }
+    f.flush().expect("flush");
+    let mut l = idx(0x08, &[n], &[]);
+    for _ in 0..copies {
+        l.extend_from_slice(&labels[8..]);
+    }
+    std::fs::write(dir.join("big-labels-idx1-ubyte"), l).expect("write labels");
+    let size = std::fs::metadata(&path).expect("written").len();
+    (path, size)
+}
+
+/// The acceptance bound taken strictly on a large intact data set: certifying 20,000 MNIST
+/// digits (15.7 MB of raw IDX, also gzip-compressed) peaks at most 4 × the content's size plus
+/// the model's above the same run on one digit (the process, its libraries and the model's
+/// working memory).
+#[test]
+fn large_data_stays_within_four_times_its_size() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let model = root().join("onnx/testdata/nhwc-mlp.onnx");
+    let model_len = std::fs::metadata(&model).expect("model").len();
+    let (big, size) = repeated_mnist(tmp.path(), 20);
+    let small_dir = tmp.path().join("one");
+    std::fs::create_dir_all(&small_dir).expect("dir");
+    let (small, _) = repeated_mnist(&small_dir, 1);
+    let args = |data: &Path, extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec![model.clone().into(), "--data".into(), data.into()];
+        a.extend(["--attacks", "none", "--json"].iter().chain(extra).map(|s| s.into()));
+        a
+    };
+    let peak = |a: &[std::ffi::OsString]| {
+        let a: Vec<&OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        let r = run(&a);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(r.max_rss > r.parent_rss, "the child's peak cannot be told from this process's");
+        r.max_rss
+    };
+    let one = peak(&args(&small, &["--limit", "1"]));
+    // The same digits gzip-compressed: the bound is then on the decompressed content (the file
+    // is a sixth of it), which the reader has to hold to index samples.
+    let gz_dir = tmp.path().join("gz");
+    std::fs::create_dir_all(&gz_dir).expect("dir");
+    let gz = gz_dir.join("big-images-idx3-ubyte.gz");
+    for (from, to) in
+        [(&big, &gz), (&big.with_file_name("big-labels-idx1-ubyte"), &gz_dir.join("big-labels-idx1-ubyte.gz"))]
+    {
+        let mut e =
+            flate2::write::GzEncoder::new(std::fs::File::create(to).expect("create"), flate2::Compression::fast());
+        std::io::copy(&mut std::fs::File::open(from).expect("open"), &mut e).expect("compress");
+        e.finish().expect("finish");
+    }
+    for (what, data) in [("raw", big.clone()), ("gzip", gz)] {
+        let all = peak(&args(&data, &[]));
+        let grown = all.saturating_sub(one);
+        let file = std::fs::metadata(&data).expect("data").len();
+        println!(
+            "{what} IDX of {file} bytes ({size} bytes of content): peak {} KiB, one digit {} KiB, growth {:.2} × the \
+             content (bound 4 × + model)",
+            all >> 10,
+            one >> 10,
+            grown as f64 / size as f64
+        );
+        assert!(grown <= 4 * size + model_len, "grew by {grown} bytes for a {size}-byte file");
+    }
+}

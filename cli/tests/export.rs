@@ -33,7 +33,7 @@ fn assert_error(out: &Output, needle: &str) {
 /// The first `n` images of a data set, as the main command prepares them (u8 / 255).
 fn images(path: &Path, n: usize) -> Vec<f32> {
     let ds = certify_cli::data::load(path, None, Some(n)).expect("data set loads");
-    ds.images.iter().map(|&v| v / 255.0).collect()
+    ds.to_f32().iter().map(|&v| v / 255.0).collect()
 }
 
 /// Largest relative difference `|a − b| / max(|b|, floor)`.

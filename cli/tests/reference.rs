@@ -29,7 +29,7 @@ fn per_input_values_match_pytorch_reference() {
         let n = inputs.len();
         let net = certify_onnx::import_path(&shared.join(format!("models/{model}.onnx"))).unwrap().network;
         let ds = certify_cli::data::load(&mnist, None, Some(n)).unwrap();
-        let x: Vec<f32> = ds.images.iter().map(|&p| p / 255.0).collect();
+        let x: Vec<f32> = ds.to_f32().iter().map(|&p| p / 255.0).collect();
         let d = net.input_len();
         assert_eq!(d, 784);
         let bounds = certify_batch(&net, &x, n).unwrap();
@@ -91,7 +91,7 @@ fn per_input_values_match_pytorch_reference() {
 fn full_test_set_accuracy_matches_reference() {
     let Some(shared) = shared() else { return };
     let ds = certify_cli::data::load(&shared.join("data/mnist/t10k-images-idx3-ubyte.gz"), None, None).unwrap();
-    let x: Vec<f32> = ds.images.iter().map(|&p| p / 255.0).collect();
+    let x: Vec<f32> = ds.to_f32().iter().map(|&p| p / 255.0).collect();
     for model in MODELS {
         let reference: Value =
             serde_json::from_slice(&std::fs::read(shared.join(format!("reference/{model}.json"))).unwrap()).unwrap();

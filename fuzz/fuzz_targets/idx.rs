@@ -38,8 +38,11 @@ fuzz_target!(|bytes: &[u8]| {
     let labels = idx::parse(Path::new("labels"), idx::encode(Dtype::U8, &[count as u32], &vec![0; count]))
         .expect("well-formed labels");
     let limit = bytes.last().map(|&b| b as usize).filter(|&b| b > 0);
-    if let Ok(mut ds) = data::from_arrays(&images, &labels, PathBuf::from("i"), PathBuf::from("l"), limit) {
-        assert_eq!(ds.images.len(), ds.len * ds.sample_len());
-        let _ = ds.preprocess(None, &[0.5], &[0.25]);
+    if let Ok(ds) = data::from_arrays(images, &labels, PathBuf::from("i"), PathBuf::from("l"), limit) {
+        assert_eq!(ds.to_f32().len(), ds.len * ds.sample_len());
+        let shape = ds.sample_shape.clone();
+        if let Ok(p) = data::prepare(ds, &shape, None, &[0.5], &[0.25]) {
+            assert!(p.batch(0, p.len()).iter().all(|v| v.is_finite()));
+        }
     }
 });

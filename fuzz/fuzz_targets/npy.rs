@@ -39,9 +39,19 @@ fuzz_target!(|bytes: &[u8]| {
     let labels =
         data::parse_file_bytes(Path::new("y_test.npy"), data::npy::encode(data::Dtype::U8, &[count], &vec![1; count]))
             .expect("well-formed labels");
-    if let Ok(mut ds) = data::from_arrays(&array, &labels, PathBuf::from("x"), PathBuf::from("y"), None) {
-        assert_eq!(ds.images.len(), ds.len * ds.sample_len());
-        let _ = ds.preprocess(Some(2.0), &[], &[]);
+    let _ = data::from_arrays(labels.clone(), &array, PathBuf::from("y"), PathBuf::from("x"), Some(3));
+    if let Ok(ds) = data::from_arrays(array, &labels, PathBuf::from("x"), PathBuf::from("y"), None) {
+        assert_eq!(ds.to_f32().len(), ds.len * ds.sample_len());
+        // As the binary prepares it for a model taking the samples as they are, and a
+        // channels-first view of them.
+        let shape = ds.sample_shape.clone();
+        if let Ok(p) = data::prepare(ds.clone(), &shape, Some(2.0), &[], &[]) {
+            let last = p.batch(p.len() - 1, 1);
+            assert!(last.iter().all(|v| v.is_finite()));
+        }
+        if shape.len() == 3 {
+            let chw = [shape[2], shape[0], shape[1]];
+            let _ = data::prepare(ds, &chw, None, &[0.5, 0.25, 0.1][..shape[2].min(3)], &[0.5]).map(|p| p.batch(0, 1));
+        }
     }
-    let _ = data::from_arrays(&labels, &array, PathBuf::from("y"), PathBuf::from("x"), Some(3));
 });

@@ -2,8 +2,10 @@
 //! format, raw or gzip-compressed) or from NumPy `.npy` files.
 //!
 //! [`resolve`] turns what the user typed (an images file, or a directory) into an images file and
-//! a labels file; [`load`] reads and validates both into a [`Dataset`], whose
-//! [`preprocess`](Dataset::preprocess) applies the scaling and normalisation a model expects.
+//! a labels file; [`load`] reads and validates both into a [`Dataset`], which keeps the pixels as
+//! stored (a `u8` file stays one byte per pixel); [`prepare`] wraps it with the scaling,
+//! normalisation and layout a model expects and converts samples to `f32` on demand, one batch at
+//! a time, so the data never exists as a whole in `f32`.
 //!
 //! Every reader is defensive: sizes declared by a header are checked (without overflow) against
 //! the bytes actually present before anything is allocated from them, gzip output is capped at
@@ -11,6 +13,9 @@
 
 pub mod idx;
 pub mod npy;
+mod prepare;
+
+pub use prepare::{prepare, Prepared};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -120,6 +125,19 @@ impl Array {
         self.len() == 0
     }
 
+    /// Keeps the first `rows` entries of the outermost axis (no-op when there are fewer) and
+    /// gives the memory of the rest back.
+    pub(crate) fn truncate_rows(&mut self, rows: usize) {
+        let Some(&n) = self.shape.first() else { return };
+        if rows >= n {
+            return;
+        }
+        let row_bytes = self.shape[1..].iter().product::<usize>() * self.dtype.size();
+        self.bytes.truncate(self.offset + rows * row_bytes);
+        self.bytes.shrink_to_fit();
+        self.shape[0] = rows;
+    }
+
     /// Calls `f` with elements `start..start + count` converted to `f64` (exact for every
     /// type, except 64-bit integers beyond 2^53). The range must be inside the array.
     pub fn visit(&self, start: usize, count: usize, mut f: impl FnMut(f64)) {
@@ -170,7 +188,15 @@ pub(crate) fn maybe_gunzip(path: &Path, bytes: Vec<u8>, limit: u64) -> Result<Ve
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
     }
-    let mut out = Vec::new();
+    // The trailer's size field (the last member's size mod 2³²) sizes the output, so that it is
+    // not grown by doubling (each doubling copies and briefly holds twice the data); capped by
+    // deflate's largest ratio (1032:1), so a corrupt trailer cannot ask for more.
+    let trailer = bytes
+        .len()
+        .checked_sub(4)
+        .map_or(0, |at| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as u64);
+    let hint = trailer.min(limit).min(bytes.len() as u64 * 1032);
+    let mut out = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
     let mut decoder = flate2::read::MultiGzDecoder::new(bytes.as_slice()).take(limit.saturating_add(1));
     decoder.read_to_end(&mut out).map_err(|source| Error::Gzip { path: path.to_path_buf(), source })?;
     if out.len() as u64 > limit {
@@ -206,19 +232,21 @@ pub fn parse_array(path: &Path, bytes: Vec<u8>) -> Result<Array, Error> {
     }
 }
 
-/// Images and labels, ready to be fed to a model one sample at a time.
+/// Images and labels, validated: as many labels as images, at least one sample, labels that are
+/// non-negative integers, finite pixels. The pixels stay in the file's element type (see
+/// [`prepare`] for model-ready `f32` batches).
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// All samples, `[len, sample size]` row-major.
-    pub images: Vec<f32>,
+    /// The pixels, `[len, sample_shape…]`, as stored.
+    pixels: Array,
     /// One class index per sample.
     pub labels: Vec<usize>,
     /// Number of samples.
     pub len: usize,
     /// The shape of one sample (`[28, 28]` for MNIST IDX, whatever the file says otherwise).
     pub sample_shape: Vec<usize>,
-    /// Whether the pixels were stored as integers (then [`preprocess`](Dataset::preprocess)
-    /// scales them, by default by 1/255).
+    /// Whether the pixels were stored as integers (then [`prepare`] scales them, by default by
+    /// 1/255).
     pub integer_pixels: bool,
     /// The images file.
     pub images_path: PathBuf,
@@ -232,20 +260,34 @@ impl Dataset {
         self.sample_shape.iter().product()
     }
 
-    /// Sample `i` (panics when `i >= len`).
-    pub fn sample(&self, i: usize) -> &[f32] {
+    /// Calls `f` with the stored values of samples `start..start + count`, in order, as `f32`
+    /// (no scaling). Does nothing when the range is not inside the data set.
+    pub fn visit_samples(&self, start: usize, count: usize, mut f: impl FnMut(f32)) {
         let d = self.sample_len();
-        &self.images[i * d..(i + 1) * d]
+        if start.checked_add(count).is_some_and(|end| end <= self.len) {
+            self.pixels.visit(start * d, count * d, |v| f(v as f32));
+        }
     }
 
-    /// The number of channels [`preprocess`](Dataset::preprocess) normalises separately: axis 0
-    /// of the sample shape, except for 2-D samples (`[H, W]`), which are one channel.
-    pub fn channels(&self) -> usize {
-        if self.sample_shape.len() == 2 {
-            1
-        } else {
-            self.sample_shape.first().copied().unwrap_or(1).max(1)
-        }
+    /// Writes the stored values of sample `i` into `out` (`sample_len()` values; no scaling).
+    ///
+    /// # Panics
+    /// When `i >= len` or `out` has another length.
+    pub fn sample_into(&self, i: usize, out: &mut [f32]) {
+        assert!(i < self.len && out.len() == self.sample_len(), "sample {i} of {} into {} values", self.len, out.len());
+        let mut j = 0;
+        self.visit_samples(i, 1, |v| {
+            out[j] = v;
+            j += 1;
+        });
+    }
+
+    /// Every stored value as `f32`, `[len, sample_len()]` (no scaling): four bytes per value,
+    /// for tools that want the whole set at once.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len * self.sample_len());
+        self.visit_samples(0, self.len, |v| out.push(v));
+        out
     }
 
     /// Checks that every label is a class of a model with `num_classes` logits.
@@ -259,66 +301,6 @@ impl Dataset {
                 num_classes,
             }),
         }
-    }
-
-    /// Scales and normalises the pixels in place: integer pixels are divided by `scale`
-    /// (255 when `None`, mapping `u8` to `[0, 1]`); float pixels are divided by `scale` only
-    /// when it is given. Then `x ← (x − mean[c]) / std[c]`, where `mean` and `std` each hold
-    /// no value (no shift / no division), one value (every pixel), or one value per
-    /// [channel](Dataset::channels).
-    pub fn preprocess(&mut self, scale: Option<f32>, mean: &[f32], std: &[f32]) -> Result<(), Error> {
-        let bad = |reason: String| Error::Preprocess { reason };
-        if let Some(s) = scale {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(bad(format!("the pixel scale {s} must be a positive finite number")));
-            }
-        }
-        let channels = self.channels();
-        for (what, values) in [("mean", mean), ("std", std)] {
-            if !(values.len() <= 1 || values.len() == channels) {
-                return Err(bad(format!(
-                    "{} {what} values given, but samples of shape {:?} have {channels} channel(s); give 1 or {channels}",
-                    values.len(),
-                    self.sample_shape
-                )));
-            }
-            if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-                return Err(bad(format!("{what} value {v} is not a finite number")));
-            }
-        }
-        if let Some(s) = std.iter().find(|&&s| s <= 0.0) {
-            return Err(bad(format!("std value {s} must be positive")));
-        }
-        let divisor = if self.integer_pixels { Some(scale.unwrap_or(255.0)) } else { scale };
-        let d = self.sample_len();
-        if d == 0 {
-            return Ok(());
-        }
-        let inner = d / channels;
-        let pick = |v: &[f32], c: usize, default: f32| match v.len() {
-            0 => default,
-            1 => v[0],
-            _ => v[c],
-        };
-        for sample in self.images.chunks_mut(d) {
-            for (c, block) in sample.chunks_mut(inner.max(1)).enumerate() {
-                let (m, s) = (pick(mean, c, 0.0), pick(std, c, 1.0));
-                for x in block {
-                    if let Some(div) = divisor {
-                        *x /= div;
-                    }
-                    *x = (*x - m) / s;
-                }
-            }
-        }
-        if let Some(i) = self.images.iter().position(|x| !x.is_finite()) {
-            return Err(bad(format!(
-                "normalisation made pixel {} of image {} non-finite; check --mean/--std",
-                i % d,
-                i / d
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -477,7 +459,7 @@ fn label_candidates(images_name: &str) -> Candidates {
 
 /// Reads the images and labels (see [`resolve`]) and validates them: equal counts, at least one
 /// sample, labels that are non-negative integers, finite pixels. With `limit`, only the first
-/// `limit` samples are converted and kept.
+/// `limit` samples are checked and kept.
 pub fn load(data: &Path, labels: Option<&Path>, limit: Option<usize>) -> Result<Dataset, Error> {
     if limit == Some(0) {
         return Err(Error::ZeroLimit);
@@ -485,12 +467,13 @@ pub fn load(data: &Path, labels: Option<&Path>, limit: Option<usize>) -> Result<
     let (images_path, labels_path) = resolve(data, labels)?;
     let images = read_array(&images_path)?;
     let labels = read_array(&labels_path)?;
-    from_arrays(&images, &labels, images_path, labels_path, limit)
+    from_arrays(images, &labels, images_path, labels_path, limit)
 }
 
-/// Builds a data set from arrays already read (see [`load`]).
+/// Builds a data set from arrays already read (see [`load`]); the images array becomes the data
+/// set's storage (cut to `limit` samples).
 pub fn from_arrays(
-    images: &Array,
+    mut images: Array,
     labels: &Array,
     images_path: PathBuf,
     labels_path: PathBuf,
@@ -532,14 +515,13 @@ pub fn from_arrays(
     let sample_shape = shape[1..].to_vec();
     let d: usize = sample_shape.iter().product();
 
-    let mut pixels = Vec::with_capacity(n * d);
+    let mut seen = 0usize;
     let mut bad: Option<(usize, f64)> = None;
     images.visit(0, n * d, |v| {
-        let x = v as f32;
-        if bad.is_none() && !x.is_finite() {
-            bad = Some((pixels.len(), v));
+        if bad.is_none() && !(v as f32).is_finite() {
+            bad = Some((seen, v));
         }
-        pixels.push(x);
+        seen += 1;
     });
     if let Some((i, value)) = bad {
         return Err(Error::NonFinitePixel { path: images_path, image: i / d, pixel: i % d, value });
@@ -561,12 +543,13 @@ pub fn from_arrays(
         return Err(Error::BadLabel { path: labels_path, index, value: format!("{value}") });
     }
 
+    images.truncate_rows(n);
     Ok(Dataset {
-        images: pixels,
+        integer_pixels: images.dtype.is_integer(),
+        pixels: images,
         labels: classes,
         len: n,
         sample_shape,
-        integer_pixels: images.dtype.is_integer(),
         images_path,
         labels_path,
     })

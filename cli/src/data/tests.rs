@@ -51,8 +51,10 @@ fn loads_idx_pair_raw_and_gzip() {
         let d = load(&ip, None, None).unwrap();
         assert_eq!((d.len, d.sample_shape.clone(), d.labels.clone()), (3, vec![4, 5], vec![7, 2, 1]), "{img}");
         assert!(d.integer_pixels);
-        assert_eq!(d.images.len(), 60);
-        assert_eq!(d.sample(1)[..3], [1.0, 2.0, 3.0]);
+        assert_eq!(d.to_f32().len(), 60);
+        let mut one = [0f32; 20];
+        d.sample_into(1, &mut one);
+        assert_eq!(one[..3], [1.0, 2.0, 3.0]);
         assert_eq!((d.images_path, d.labels_path), (ip, lp));
     }
 }
@@ -163,7 +165,7 @@ fn limit_keeps_the_first_samples() {
     let ip = write(dir.path(), "t10k-images-idx3-ubyte", &idx_images(5, 2, 2));
     write(dir.path(), "t10k-labels-idx1-ubyte", &idx_labels(&[0, 1, 2, 3, 4]));
     let d = load(&ip, None, Some(2)).unwrap();
-    assert_eq!((d.len, d.labels.clone(), d.images.len()), (2, vec![0, 1], 8));
+    assert_eq!((d.len, d.labels.clone(), d.to_f32()), (2, vec![0, 1], vec![0.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0]));
     assert_eq!(load(&ip, None, Some(50)).unwrap().len, 5);
     assert!(matches!(load(&ip, None, Some(0)), Err(Error::ZeroLimit)));
 }
@@ -173,7 +175,7 @@ fn from_bytes(images: Vec<u8>, labels: Vec<u8>) -> Result<Dataset, Error> {
     let (ip, lp) = (PathBuf::from("imgs.npy"), PathBuf::from("labs.npy"));
     let i = parse_array(&ip, images)?;
     let l = parse_array(&lp, labels)?;
-    from_arrays(&i, &l, ip, lp, None)
+    from_arrays(i, &l, ip, lp, None)
 }
 
 #[test]
@@ -231,48 +233,85 @@ fn label_out_of_range() {
     assert!(e.to_string().starts_with("label 12 of image 5 is out of range for a model with 10 classes"), "{e}");
 }
 
+/// Sample `i` of `p`, model-ready.
+fn prepared_sample(p: &Prepared, i: usize) -> Vec<f32> {
+    let mut out = vec![0f32; p.sample_len()];
+    p.fill(i, &mut out);
+    out
+}
+
 #[test]
-fn preprocess_scales_integers_and_normalises() {
+fn prepare_scales_integers_and_normalises() {
     // u8 [2 samples, 2 channels, 1×2].
     let images = npy::encode(Dtype::U8, &[2, 2, 1, 2], &[0, 255, 51, 102, 255, 0, 0, 0]);
-    let mut d = from_bytes(images.clone(), idx_labels(&[0, 1])).unwrap();
-    assert_eq!(d.channels(), 2);
-    d.preprocess(None, &[], &[]).unwrap();
-    assert_eq!(d.sample(0), &[0.0, 1.0, 0.2, 0.4]);
-    let mut d = from_bytes(images.clone(), idx_labels(&[0, 1])).unwrap();
-    d.preprocess(None, &[0.5, 0.0], &[0.5, 0.2]).unwrap();
-    let s0: Vec<f32> = d.sample(0).to_vec();
+    let data = || from_bytes(images.clone(), idx_labels(&[0, 1])).unwrap();
+    let shape = [2, 1, 2];
+    let p = prepare(data(), &shape, None, &[], &[]).unwrap();
+    assert_eq!(prepared_sample(&p, 0), [0.0, 1.0, 0.2, 0.4]);
+    assert_eq!(p.batch(0, 2), [0.0, 1.0, 0.2, 0.4, 1.0, 0.0, 0.0, 0.0]);
+    let mut g = [0f32; 8];
+    p.gather(&[1, 0], &mut g);
+    assert_eq!(g, [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.2, 0.4]);
+    assert_eq!((p.domain.lo[0], p.domain.hi[0], p.domain.unit[0]), (0.0, 1.0, 1.0));
+    // Per-channel values on the first axis.
+    let p = prepare(data(), &shape, None, &[0.5, 0.0], &[0.5, 0.2]).unwrap();
+    let s0 = prepared_sample(&p, 0);
     for (a, b) in s0.iter().zip([-1.0, 1.0, 1.0, 2.0]) {
         assert!((a - b).abs() < 1e-6, "{s0:?}");
     }
-    let mut d = from_bytes(images, idx_labels(&[0, 1])).unwrap();
-    d.preprocess(Some(1.0), &[1.0], &[2.0]).unwrap();
-    assert_eq!(d.sample(1), &[127.0, -0.5, -0.5, -0.5]);
+    assert_eq!((p.domain.lo[2], p.domain.unit[2]), (0.0, 5.0));
+    let p = prepare(data(), &shape, Some(1.0), &[1.0], &[2.0]).unwrap();
+    assert_eq!(prepared_sample(&p, 1), [127.0, -0.5, -0.5, -0.5]);
 
-    // Floats are left alone unless a scale is given; 2-D samples are one channel.
+    // Floats are left alone unless a scale is given.
     let fl = npy::encode(Dtype::F32, &[1, 2, 2], &f32_le(&[2.0, 4.0, 6.0, 8.0]));
-    let mut d = from_bytes(fl.clone(), idx_labels(&[0])).unwrap();
-    assert_eq!(d.channels(), 1);
-    d.preprocess(None, &[], &[]).unwrap();
-    assert_eq!(d.sample(0), &[2.0, 4.0, 6.0, 8.0]);
-    d.preprocess(Some(2.0), &[1.0], &[]).unwrap();
-    assert_eq!(d.sample(0), &[0.0, 1.0, 2.0, 3.0]);
+    let fdata = || from_bytes(fl.clone(), idx_labels(&[0])).unwrap();
+    let p = prepare(fdata(), &[1, 2, 2], None, &[], &[]).unwrap();
+    assert_eq!(prepared_sample(&p, 0), [2.0, 4.0, 6.0, 8.0]);
+    assert_eq!((p.domain.lo[0], p.domain.hi[3]), (2.0, 8.0));
+    let p = prepare(fdata(), &[4], Some(2.0), &[1.0], &[]).unwrap();
+    assert_eq!(prepared_sample(&p, 0), [0.0, 1.0, 2.0, 3.0]);
 
-    // Errors.
-    let mut d = from_bytes(fl, idx_labels(&[0])).unwrap();
-    for (scale, mean, std) in [
-        (Some(0.0), &[][..], &[][..]),
-        (Some(f32::NAN), &[], &[]),
-        (None, &[1.0, 2.0], &[]),
-        (None, &[], &[0.0]),
-        (None, &[], &[-1.0]),
-        (None, &[f32::INFINITY], &[]),
+    // Errors, with the messages the command line shows.
+    for (scale, mean, std, msg) in [
+        (Some(0.0), &[][..], &[][..], "--scale must be a positive number, got 0"),
+        (Some(f32::NAN), &[], &[], "--scale must be a positive number, got NaN"),
+        (None, &[], &[0.0], "--std values must be positive and --mean values finite"),
+        (None, &[], &[-1.0], "--std values must be positive and --mean values finite"),
+        (None, &[f32::INFINITY], &[], "--std values must be positive and --mean values finite"),
+        (None, &[1.0, 2.0], &[1.0, 2.0, 3.0], "--mean has 2 values but --std has 3"),
+        (
+            None,
+            &[1.0, 2.0, 3.0],
+            &[],
+            "3 per-channel --mean/--std values do not match the first or last axis of the data shape [2, 2]",
+        ),
     ] {
-        let e = d.preprocess(scale, mean, std).unwrap_err();
+        let e = prepare(fdata(), &[1, 2, 2], scale, mean, std).unwrap_err();
         assert!(matches!(e, Error::Preprocess { .. }), "{e}");
+        assert_eq!(e.to_string(), msg);
     }
-    let e = d.preprocess(None, &[], &[1e-45]).unwrap_err();
+    let e = prepare(fdata(), &[1, 2, 2], None, &[], &[1e-45]).unwrap_err();
     assert!(e.to_string().contains("non-finite"), "{e}");
+    let e = prepare(fdata(), &[1, 3, 3], None, &[], &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`imgs.npy`: samples have shape [2, 2] (4 values) but the model expects per-sample input [1, 3, 3] (9 values)"
+    );
+}
+
+#[test]
+fn prepare_transposes_hwc_samples() {
+    // One 3×2 image with 2 channels, stored HWC: value = 10·channel + position.
+    let hwc: Vec<u8> = (0..6).flat_map(|pos| [pos as u8, 10 + pos as u8]).collect();
+    let d = from_bytes(npy::encode(Dtype::U8, &[1, 3, 2, 2], &hwc), idx_labels(&[0])).unwrap();
+    let p = prepare(d, &[2, 3, 2], Some(1.0), &[0.0, 100.0], &[1.0, 2.0]).unwrap();
+    let want: Vec<f32> =
+        (0..6).map(|pos| pos as f32).chain((0..6).map(|pos| (10.0 + pos as f32 - 100.0) / 2.0)).collect();
+    assert_eq!(prepared_sample(&p, 0), want);
+    // The domain is laid out as the model's input too: channel 1 has the unit 1/2.
+    assert_eq!(p.domain.unit, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]);
+    assert_eq!((p.domain.lo[0], p.domain.lo[6]), (0.0, -50.0));
 }
 
 /// Calls `f` on every truncation and on 300 pseudo-random single-byte changes of `bytes`,
@@ -320,7 +359,7 @@ fn malformed_files_never_panic() {
     let labels = parse_array(Path::new("l.npy"), npy::encode(Dtype::U8, &[2], &[0, 1])).unwrap();
     never_panics(&np, |b| {
         let a = parse_array(p, b)?;
-        let _ = from_arrays(&a, &labels, "i".into(), "l".into(), Some(1));
+        let _ = from_arrays(a.clone(), &labels, "i".into(), "l".into(), Some(1));
         Ok(a)
     });
 }
@@ -343,7 +382,8 @@ fn shared_mnist_test_set() {
     assert_eq!(hist[..3], [980, 1135, 1032]);
     assert_eq!(hist.iter().sum::<usize>(), 10_000);
     assert!(d.check_labels(10).is_ok());
-    assert!(d.images.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0));
+    let all = d.to_f32();
+    assert!(all.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0));
 
     // The committed 1,000-image subset is exactly its beginning.
     let sub = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/data/mnist-1k"));
@@ -351,19 +391,19 @@ fn shared_mnist_test_set() {
         let s = load(sub, None, None).unwrap();
         assert_eq!(s.len, 1000);
         assert_eq!(s.labels[..], d.labels[..1000]);
-        assert_eq!(s.images[..], d.images[..1000 * 784]);
+        assert_eq!(s.to_f32()[..], all[..1000 * 784]);
     }
     let lim = load(dir, None, Some(10)).unwrap();
-    assert_eq!((lim.len, lim.images.len()), (10, 7840));
+    assert_eq!((lim.len, &lim.to_f32()[..]), (10, &all[..7840]));
 }
 
 /// The committed 1,000-image MNIST subset.
 #[test]
 fn committed_mnist_subset() {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/data/mnist-1k"));
-    let mut d = load(dir, None, None).unwrap();
+    let d = load(dir, None, None).unwrap();
     assert_eq!((d.len, d.sample_shape.clone(), d.labels[0]), (1000, vec![28, 28], 7));
     d.check_labels(10).unwrap();
-    d.preprocess(None, &[], &[]).unwrap();
-    assert!(d.images.iter().all(|x| (0.0..=1.0).contains(x)));
+    let p = prepare(d, &[1, 28, 28], None, &[], &[]).unwrap();
+    assert!(p.batch(0, 1000).iter().all(|x| (0.0..=1.0).contains(x)));
 }
