@@ -451,8 +451,5 @@ pub fn export_network(net: &Network<f32>, path: &Path, opts: &BuildOptions) -> R
     if !opts.overwrite && exists() {
         return Err(Error::Exists { path: path.to_path_buf() });
     }
-    crate::export::write_atomic(path, &bytes).map_err(|e| match e {
-        Error::Io { path, source } => Error::Write { path, source },
-        e => e,
-    })
+    crate::export::write_atomic(path, &bytes)
 }

@@ -618,7 +618,7 @@ pub(crate) fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
+        move |source| Error::Write { path, source }
     };
     let file_name = out.file_name().ok_or_else(|| Error::Export(format!("`{}` is not a file name", out.display())))?;
     let dir = match out.parent() {
