@@ -67,6 +67,20 @@ fn round_layer_to_f16(net: &Network<f32>, id: usize) -> Network<f32> {
     q
 }
 
+/// How many ReLU units are active in one of `a`, `b` (the same graph, other weights) and not in
+/// the other, on input `x`.
+fn relu_switches(a: &Network<f32>, b: &Network<f32>, x: &[f32]) -> Result<usize> {
+    let (ta, tb) = (a.trace(x, 1)?, b.trace(x, 1)?);
+    let mut n = 0;
+    for node in a.nodes() {
+        if matches!(node.layer, Layer::Relu) {
+            let input = node.inputs[0];
+            n += ta.value(input).iter().zip(tb.value(input)).filter(|(p, q)| (**p > 0.0) != (**q > 0.0)).count();
+        }
+    }
+    Ok(n)
+}
+
 fn main() -> Result<()> {
     let shared = std::env::args()
         .nth(1)
@@ -117,9 +131,20 @@ fn main() -> Result<()> {
             .collect();
         let rel = prop3_rel(got.iter().map(|g| g.prop3_bound), &want);
         notes.push(format!("{name}: inputs (of the first {m}) whose f16 Prop. 3 differs by more than 1%:"));
+        let weight_ids: Vec<usize> = net
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.layer, Layer::Dense(_) | Layer::Conv2d(_)))
+            .map(|(id, _)| id)
+            .collect();
+        let rounded_all = weight_ids.iter().fold(net.clone(), |q, &id| round_layer_to_f16(&q, id));
         for (i, r) in rel.iter().enumerate().filter(|(_, &r)| r > 0.01) {
+            let x = &xs[i * d..(i + 1) * d];
+            let switched = relu_switches(&net, &rounded_all, x)?;
             notes.push(format!(
-                "  #{i}: {:.2}%; margin f32 {:.4} / f16 {:.4}; ‖J‖_F f32 {:.4} / f16 {:.4}",
+                "  #{i}: {:.2}%; margin f32 {:.4} / f16 {:.4}; ‖J‖_F f32 {:.4} / f16 {:.4}; ReLUs that switch with \
+                 every weight rounded to f16: {switched}",
                 100.0 * r,
                 want[i].margin,
                 got[i].margin,
