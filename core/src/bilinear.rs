@@ -15,10 +15,13 @@
 
 use alloc::vec::Vec;
 
+use crate::demand::SparseConv;
 use crate::error::{Error, Result};
 use crate::forward::Trace;
+use crate::kernels::conv_sparse;
 use crate::network::Network;
-use crate::params::ParamGrads;
+use crate::parallel::{for_rows, threads};
+use crate::params::{LayerGrads, ParamGrads};
 use crate::reverse::param_grads;
 use crate::scalar::Float;
 
@@ -57,6 +60,18 @@ impl<T: Float> Network<T> {
     /// Errors when the network is not piecewise linear ([`Error::NotPiecewiseLinear`]), when
     /// `v` does not hold `batch·rows·K` finite values, or `rows == 0`.
     pub fn bilinear_grads(&self, trace: &Trace<T>, v: &[T], rows: usize) -> Result<BilinearGrads<T>> {
+        self.bilinear_grads_with(trace, v, rows, true)
+    }
+
+    /// [`bilinear_grads`](Self::bilinear_grads), with the sparse convolutions of
+    /// [`Network::sparse_convs`] or (`sparse = false`) every convolution dense.
+    pub(crate) fn bilinear_grads_with(
+        &self,
+        trace: &Trace<T>,
+        v: &[T],
+        rows: usize,
+        sparse: bool,
+    ) -> Result<BilinearGrads<T>> {
         self.check_piecewise_linear()?;
         let (batch, k, d) = (trace.batch(), self.num_classes(), self.input_len());
         crate::forward::check_input(v, batch.saturating_mul(rows), k, "cotangents")?;
@@ -80,7 +95,7 @@ impl<T: Float> Network<T> {
                 &owned
             };
             let vs = &v[start * rows * k..end * rows * k];
-            self.bilinear_piece(part, vs, rows, &mut out, start)?;
+            self.bilinear_piece(part, vs, rows, &mut out, start, sparse)?;
         }
         Ok(out)
     }
@@ -92,21 +107,176 @@ impl<T: Float> Network<T> {
         rows: usize,
         out: &mut BilinearGrads<T>,
         start: usize,
+        sparse: bool,
     ) -> Result<()> {
         let n = trace.batch();
         let (k, d) = (self.num_classes(), self.input_len());
         let mut cot: Vec<Option<Vec<T>>> = alloc::vec![None; self.nodes().len()];
-        let u = self.reverse(trace, v, rows, None, Some(&mut cot))?;
+        let sparse = if sparse { self.sparse_convs(trace) } else { (0..self.nodes().len()).map(|_| None).collect() };
+        let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(&sparse))?;
         let nodes = self.nodes();
         let grads = &mut out.grads;
-        let ju = self.tangent_walk(trace, &u, rows, &mut |id, t_in| {
-            let Some(dy) = cot[id].take() else { return };
-            let node = &nodes[id];
-            let in_shape = nodes[node.inputs[0]].shape.as_slice();
-            param_grads(node, in_shape, t_in, &dy, n * rows, 1, grads.nodes[id].as_mut(), false);
-        })?;
+        let ju = self.tangent_walk(
+            trace,
+            &u,
+            rows,
+            &mut |id, t_in| {
+                let Some(dy) = cot[id].take() else { return };
+                let node = &nodes[id];
+                let in_shape = nodes[node.inputs[0]].shape.as_slice();
+                match (&sparse[id], grads.nodes[id].as_mut()) {
+                    (Some(sc), Some(LayerGrads::Conv2d { weight, .. } | LayerGrads::Dense { weight, .. })) => {
+                        sparse_weight_grads(sc, in_shape.iter().product(), node.size(), t_in, &dy, rows, weight)
+                    }
+                    (_, acc) => param_grads(node, in_shape, t_in, &dy, n * rows, 1, acc, false),
+                }
+            },
+            Some(&sparse),
+        )?;
         out.vjp[start * rows * d..(start + n) * rows * d].copy_from_slice(&u);
         out.jvp[start * rows * k..(start + n) * rows * k].copy_from_slice(&ju);
         Ok(())
+    }
+}
+
+/// The weight gradient of a layer computed at sparse sites (see [`Network::sparse_convs`]):
+/// tangent inputs `x` (`[n, rows, in]`) and cotangents `dy` (`[n, rows, out]`), added to
+/// `weight`. The output channels are split over the threads, each going through every sample,
+/// so no partial gradients are summed: the result does not depend on the thread count.
+fn sparse_weight_grads<T: Float>(
+    sc: &SparseConv<T>,
+    in_size: usize,
+    out_size: usize,
+    x: &[T],
+    dy: &[T],
+    rows: usize,
+    weight: &mut [T],
+) {
+    let n = sc.sites.len();
+    let (cout, klen) = (sc.geom.out_channels(), sc.geom.weights_per_channel());
+    let per = cout.div_ceil(threads().max(1)).max(1);
+    let accumulate = |target: &mut [T]| {
+        for_rows(target, per * klen, Vec::new, |scratch, blk, part| {
+            let channels = blk * per..(blk * per + part.len() / klen);
+            for s in 0..n {
+                let xs = &x[s * rows * in_size..(s + 1) * rows * in_size];
+                let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
+                conv_sparse::weight_grad_sample(&sc.geom, &sc.sites[s], xs, ds, channels.clone(), part, scratch);
+            }
+        })
+    };
+    if sc.geom.weights_are_channels_last() {
+        accumulate(weight);
+    } else {
+        let mut hwc = alloc::vec![T::ZERO; cout * klen];
+        accumulate(&mut hwc);
+        conv_sparse::add_weights_from_hwc(&sc.geom, &hwc, weight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use crate::arch::Arch;
+    use crate::train::Rng;
+    use crate::{Float, Layer, Network};
+
+    fn max_rel(a: &[f64], b: &[f64]) -> f64 {
+        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
+        a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    }
+
+    /// The sparse convolution path equals the dense one (vjp, jvp, every parameter gradient)
+    /// on a network where the demand is sparse, with a dropout mask in the way: within `tol`
+    /// relative to each result's largest entry.
+    fn sparse_equals_dense<T: Float>(
+        net: &Network<T>,
+        batch: usize,
+        rows: usize,
+        seed: u64,
+        tol: f64,
+        expect_sparse_dense: bool,
+    ) {
+        let mut rng = Rng::new(seed);
+        let d = net.input_len();
+        let x: Vec<T> = (0..batch * d).map(|_| T::from_f64(rng.uniform())).collect();
+        // Dropout (p = 0.5) after every activation.
+        let masks: Vec<Option<Vec<T>>> = net
+            .nodes()
+            .iter()
+            .map(|n| {
+                matches!(n.layer, Layer::Relu).then(|| {
+                    let m = |_| T::from_f64(if rng.uniform() < 0.5 { 0.0 } else { 2.0 });
+                    (0..batch * n.size()).map(m).collect()
+                })
+            })
+            .collect();
+        let trace = net.trace_with_masks(&x, batch, masks).unwrap();
+        let sparse = net.sparse_convs(&trace);
+        for kind in ["Conv2d", "Dense"] {
+            let found = sparse.iter().zip(net.nodes()).any(|(s, n)| s.is_some() && n.layer.kind() == kind);
+            assert!(found || kind == "Dense" && !expect_sparse_dense, "no sparse {kind} layer in the test network");
+        }
+        let k = net.num_classes();
+        let v: Vec<T> = (0..batch * rows * k).map(|_| T::from_f64(rng.normal())).collect();
+        let a = net.bilinear_grads_with(&trace, &v, rows, true).unwrap();
+        let b = net.bilinear_grads_with(&trace, &v, rows, false).unwrap();
+        let f = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+        for (what, x, y) in [
+            ("vjp", f(&a.vjp), f(&b.vjp)),
+            ("jvp", f(&a.jvp), f(&b.jvp)),
+            ("grads", f(&a.grads.tensors().concat()), f(&b.grads.tensors().concat())),
+        ] {
+            let e = max_rel(&x, &y);
+            assert!(e < tol, "{what}: sparse and dense differ by {e:e} relative");
+        }
+    }
+
+    #[test]
+    fn sparse_convolutions_equal_dense_on_the_paper_network() {
+        let net: Network<f64> = Arch::PaperMnist.build(None, &mut Rng::new(1)).unwrap();
+        sparse_equals_dense(&net, 3, 10, 2, 1e-12, true);
+        // f32 runs the AVX2 inner loops where the processor has them.
+        sparse_equals_dense(&net.cast::<f32>(), 5, 10, 2, 1e-4, true);
+    }
+
+    #[test]
+    fn sparse_convolutions_equal_dense_on_a_small_cnn() {
+        let net: Network<f64> = Arch::ConvSmall.build(Some(&[3, 12, 12]), &mut Rng::new(3)).unwrap();
+        sparse_equals_dense(&net, 2, 3, 4, 1e-12, true);
+        sparse_equals_dense(&net.cast::<f32>(), 3, 7, 4, 1e-4, true);
+    }
+
+    /// Strides, uneven padding, vertical dilation and runs that are not a multiple of the
+    /// vector width: conv(5 → 6 channels, 3×4 kernel) → ReLU → 2×2 max pool → dense.
+    #[test]
+    fn sparse_convolutions_equal_dense_on_odd_geometry() {
+        use crate::{Conv2d, Dense, Pool2d};
+        let mut rng = Rng::new(7);
+        let mut u = |n: usize| (0..n).map(|_| rng.uniform() - 0.5).collect::<Vec<f64>>();
+        let mut net = Network::<f64>::new(&[5, 11, 9]).unwrap();
+        let conv = Conv2d {
+            weight: u(6 * 5 * 12),
+            bias: Some(u(6)),
+            out_channels: 6,
+            in_channels: 5,
+            kernel: [3, 4],
+            stride: [2, 1],
+            padding: [1, 2, 0, 1],
+            dilation: [2, 1],
+            groups: 1,
+        };
+        net.then("conv", Layer::Conv2d(conv)).unwrap();
+        net.then("relu", Layer::Relu).unwrap();
+        let pool =
+            Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0; 4], count_include_pad: false, ceil_mode: false };
+        net.then("pool", Layer::MaxPool2d(pool)).unwrap();
+        let features = net.nodes().last().unwrap().size();
+        net.then("flatten", Layer::Reshape { shape: alloc::vec![features] }).unwrap();
+        net.then("fc", Layer::Dense(Dense { weight: u(4 * features), bias: None, inputs: features, outputs: 4 }))
+            .unwrap();
+        sparse_equals_dense(&net, 3, 5, 8, 1e-12, false);
+        sparse_equals_dense(&net.cast::<f32>(), 3, 6, 8, 1e-4, false);
     }
 }

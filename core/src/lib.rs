@@ -29,6 +29,7 @@ extern crate alloc;
 pub mod arch;
 mod bilinear;
 pub mod compact;
+mod demand;
 mod error;
 mod first_order;
 mod forward;

@@ -3,10 +3,11 @@
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
+use crate::demand::{SparseConv, SparseConvs};
 use crate::error::{Error, Result};
 use crate::forward::{apply_mask, check_input, Trace};
 use crate::gemm::{gemm, Mat};
-use crate::kernels::{conv, elementwise, layout, pool};
+use crate::kernels::{conv, conv_sparse, elementwise, layout, pool};
 use crate::layer::Layer;
 use crate::network::{Network, Node};
 use crate::parallel::{for_row_blocks, for_rows, threads};
@@ -25,7 +26,7 @@ impl<T: Float> Network<T> {
     /// Vector-Jacobian products at the points of `trace`: `cotangents` holds `rows` vectors `u`
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
-        self.reverse(trace, cotangents, rows, None, None)
+        self.reverse(trace, cotangents, rows, None, None, None)
     }
 
     /// Reverse mode with parameter gradients: the input gradient of [`vjp`](Self::vjp) (same
@@ -34,13 +35,15 @@ impl<T: Float> Network<T> {
     /// weights and biases, batch-norm `gamma` and `beta`), summed over all `batch·rows` rows.
     pub fn backward(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<(Vec<T>, ParamGrads<T>)> {
         let mut params = ParamGrads::zeros_like(self);
-        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None)?;
+        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None, None)?;
         Ok((dx, params))
     }
 
     /// The reverse walk shared by [`vjp`](Self::vjp) and [`backward`](Self::backward); parameter
     /// gradients are accumulated into `params` when it is given, and the cotangents reaching
     /// the outputs of nodes with trainable parameters are kept in `record[id]` when it is given.
+    /// Convolutions listed in `sparse` (see [`Network::sparse_convs`]) propagate from their
+    /// demanded sites only: exact, since the cotangents vanish at every other site.
     pub(crate) fn reverse(
         &self,
         trace: &Trace<T>,
@@ -48,6 +51,7 @@ impl<T: Float> Network<T> {
         rows: usize,
         mut params: Option<&mut ParamGrads<T>>,
         mut record: Option<&mut Vec<Option<Vec<T>>>>,
+        sparse: Option<&SparseConvs<T>>,
     ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(cotangents, batch.saturating_mul(rows), self.num_classes(), "cotangents")?;
@@ -81,11 +85,15 @@ impl<T: Float> Network<T> {
             match &node.layer {
                 Layer::Input => unreachable!("node 0 is the only input"),
                 Layer::Conv2d(c) => {
-                    let g = conv::ConvGeom::new(shapes[0], &node.shape);
                     let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
-                    for_rows(&mut dx, in_size, Vec::new, |scratch, r, dxr| {
-                        conv::backward_row(c, &g, &dy[r * out_size..(r + 1) * out_size], dxr, scratch)
-                    });
+                    if let Some(sc) = sparse.and_then(|s| s[id].as_ref()) {
+                        sparse_backward(sc, &dy, &mut dx);
+                    } else {
+                        let g = conv::ConvGeom::new(shapes[0], &node.shape);
+                        for_rows(&mut dx, in_size, Vec::new, |scratch, r, dxr| {
+                            conv::backward_row(c, &g, &dy[r * out_size..(r + 1) * out_size], dxr, scratch)
+                        });
+                    }
                     accumulate(&mut grads[first], dx);
                     keep(dy);
                 }
@@ -119,6 +127,13 @@ impl<T: Float> Network<T> {
                         }
                     }
                     accumulate(&mut grads[first], dx);
+                }
+                Layer::Dense(_) if sparse.is_some_and(|s| s[id].is_some()) => {
+                    let sc = sparse.and_then(|s| s[id].as_ref()).expect("checked by the guard");
+                    let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
+                    sparse_backward(sc, &dy, &mut dx);
+                    accumulate(&mut grads[first], dx);
+                    keep(dy);
                 }
                 Layer::Dense(d) => {
                     let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
@@ -219,6 +234,17 @@ impl<T: Float> Network<T> {
         // An input that does not reach the output has a zero gradient.
         Ok(grads[0].take().unwrap_or_else(|| alloc::vec![T::ZERO; n_rows * self.input_len()]))
     }
+}
+
+/// The input cotangents `dx` (`[batch, rows, in]`) of a layer computed at sparse sites, from
+/// its output cotangents `dy` (`[batch, rows, out]`, zero outside the sites).
+fn sparse_backward<T: Float>(sc: &SparseConv<T>, dy: &[T], dx: &mut [T]) {
+    let batch = sc.sites.len();
+    let (per_out, per_in) = (dy.len() / batch.max(1), dx.len() / batch.max(1));
+    for_rows(dx, per_in, Vec::new, |scratch, s, dxs| {
+        let dys = &dy[s * per_out..(s + 1) * per_out];
+        conv_sparse::backward_sample(&sc.geom, &sc.w_hwc, &sc.sites[s], dys, dxs, scratch)
+    });
 }
 
 /// `dy` (`[batch, rows, size]`) summed over the rows of each sample: `[batch, size]`.

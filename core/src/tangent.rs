@@ -2,11 +2,13 @@
 
 use alloc::vec::Vec;
 
+use crate::demand::SparseConvs;
 use crate::error::{Error, Result};
 use crate::forward::{apply_mask, check_input, forward_node, Trace};
-use crate::kernels::{elementwise, pool};
+use crate::kernels::{conv_sparse, elementwise, pool};
 use crate::layer::Layer;
 use crate::network::Network;
+use crate::parallel::for_rows;
 use crate::scalar::Float;
 
 /// For each sample, the flat input index that wins each max-pooling window.
@@ -38,17 +40,21 @@ impl<T: Float> Network<T> {
     /// Jacobian-vector products at the points of `trace`: `tangents` holds `rows` tangent
     /// vectors per sample (`[batch, rows, D]`); returns `J(x_b)·v` as `[batch, rows, K]`.
     pub fn jvp(&self, trace: &Trace<T>, tangents: &[T], rows: usize) -> Result<Vec<T>> {
-        self.tangent_walk(trace, tangents, rows, &mut |_, _| {})
+        self.tangent_walk(trace, tangents, rows, &mut |_, _| {}, None)
     }
 
     /// The forward-mode walk of [`jvp`](Self::jvp); `visit(id, t)` sees, for every node with
     /// trainable parameters, the tangents `t` (`[batch, rows, in]`) arriving at its input.
+    /// Convolutions listed in `sparse` (see [`Network::sparse_convs`]) are computed at their
+    /// demanded sites only (zero elsewhere), which leaves every value the rest of the walk
+    /// reads unchanged.
     pub(crate) fn tangent_walk(
         &self,
         trace: &Trace<T>,
         tangents: &[T],
         rows: usize,
         visit: &mut dyn FnMut(usize, &[T]),
+        sparse: Option<&SparseConvs<T>>,
     ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(tangents, batch.saturating_mul(rows), self.input_len(), "tangents")?;
@@ -96,6 +102,16 @@ impl<T: Float> Network<T> {
                     out
                 }
                 Layer::Input => unreachable!("node 0 is the only input"),
+                Layer::Conv2d(_) | Layer::Dense(_) if sparse.is_some_and(|s| s[id].is_some()) => {
+                    let sc = sparse.and_then(|s| s[id].as_ref()).expect("checked by the guard");
+                    let tin = &t[node.inputs[0]];
+                    let mut out = alloc::vec![T::ZERO; batch * rows * out_size];
+                    for_rows(&mut out, rows * out_size, Vec::new, |scratch, s, ys| {
+                        let xs = &tin[s * rows * in_size..(s + 1) * rows * in_size];
+                        conv_sparse::forward_sample(&sc.geom, &sc.w_hwc, &sc.sites[s], xs, ys, scratch)
+                    });
+                    out
+                }
                 Layer::Conv2d(_)
                 | Layer::AvgPool2d(_)
                 | Layer::GlobalAvgPool

@@ -1,0 +1,646 @@
+//! Convolution restricted to a sparse set of output sites `(channel, position)`, for the
+//! linear passes of Jacobian regularisation.
+//!
+//! In a tangent pass (and its adjoint, the reverse pass) the value of a convolution output is
+//! only read when the layers after it read it: behind a ReLU only where the unit is active,
+//! behind a 2×2 max pool only at the window's winner. For the paper's network that is at most
+//! a quarter of the second convolution's outputs. These kernels compute exactly those sites,
+//! for all `R` tangent rows of one sample at once (the rows share the activation pattern):
+//! - [`forward_sample`]: `y_r[c, p] = W[c, :]·patch_r(p)` at the sites, zero elsewhere;
+//! - [`backward_sample`]: `dx_r = Σ_sites dy_r[c, p]·W[c, :]` scattered back through the
+//!   patches (the adjoint of `forward_sample`);
+//! - [`weight_grad_sample`]: `dW[c, :] += Σ_r Σ_{p : (c, p) a site} dy_r[c, p]·patch_r(p)`.
+//!
+//! Inputs are copied once per row into a zero-padded channels-last image (`[Hp, Wp, Cin]`)
+//! and the weights are reordered to `[Cout, kh, kw, Cin]`, so a patch is `kh` contiguous runs
+//! of `kw·Cin` values that the inner loops read in place: no im2col, no gather.
+//!
+//! Sites outside the set must have a zero cotangent (the caller guarantees it: they are exactly
+//! the outputs no later layer reads), so the results equal the dense kernels' up to rounding.
+//! Only ungrouped convolutions (`groups == 1`) with unit horizontal dilation and runs of at
+//! least [`MIN_RUN`] values are handled ([`SparseGeom::new`]); biases do not enter linear passes.
+
+use alloc::vec::Vec;
+
+use crate::kernels::conv::ConvGeom;
+use crate::layer::Conv2d;
+use crate::scalar::Float;
+
+/// Tangent rows handled together by the dot-product kernel.
+const ROW_BLOCK: usize = 5;
+/// Shortest contiguous run (`kw·Cin`) worth the sparse kernels: below it (a first layer on
+/// one channel) the dense im2col path is faster.
+pub(crate) const MIN_RUN: usize = 16;
+
+/// Geometry of a convolution in the padded channels-last layout.
+#[derive(Clone, Debug)]
+pub(crate) struct SparseGeom {
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    dil_h: usize,
+    pad_top: usize,
+    pad_left: usize,
+    /// Output width.
+    wo: usize,
+    /// Output positions `Ho·Wo`.
+    pub npos: usize,
+    hp: usize,
+    wp: usize,
+}
+
+impl SparseGeom {
+    /// The geometry of `c` on an input of geometry `g`, or `None` when the sparse kernels do
+    /// not handle it (groups, horizontal dilation, runs shorter than [`MIN_RUN`]).
+    pub fn new<T>(c: &Conv2d<T>, g: &ConvGeom) -> Option<Self> {
+        if c.groups != 1 || c.dilation[1] != 1 || c.kernel[1] * c.in_channels < MIN_RUN || g.ho == 0 || g.wo == 0 {
+            return None;
+        }
+        let (kh, kw) = (c.kernel[0], c.kernel[1]);
+        let hp = ((g.ho - 1) * c.stride[0] + (kh - 1) * c.dilation[0] + 1).max(c.padding[0] + g.h);
+        let wp = ((g.wo - 1) * c.stride[1] + kw).max(c.padding[1] + g.w);
+        Some(SparseGeom {
+            cin: c.in_channels,
+            cout: c.out_channels,
+            h: g.h,
+            w: g.w,
+            kh,
+            kw,
+            stride: c.stride,
+            dil_h: c.dilation[0],
+            pad_top: c.padding[0],
+            pad_left: c.padding[1],
+            wo: g.wo,
+            npos: g.ho * g.wo,
+            hp,
+            wp,
+        })
+    }
+
+    /// A dense layer `inputs → outputs` seen as a 1×1 convolution on a 1×1 image with
+    /// `inputs` channels (its weight layout `[outputs, inputs]` is already channels-last), or
+    /// `None` when its rows are shorter than [`MIN_RUN`].
+    pub fn dense(inputs: usize, outputs: usize) -> Option<Self> {
+        (inputs >= MIN_RUN).then_some(SparseGeom {
+            cin: inputs,
+            cout: outputs,
+            h: 1,
+            w: 1,
+            kh: 1,
+            kw: 1,
+            stride: [1, 1],
+            dil_h: 1,
+            pad_top: 0,
+            pad_left: 0,
+            wo: 1,
+            npos: 1,
+            hp: 1,
+            wp: 1,
+        })
+    }
+
+    /// Whether the padded channels-last layout is the input layout itself (1×1 image, no
+    /// padding: a dense layer).
+    fn is_flat(&self) -> bool {
+        self.h == 1 && self.w == 1 && self.hp == 1 && self.wp == 1
+    }
+
+    /// Whether the `[Cout, kh, kw, Cin]` weight order is the stored `[Cout, Cin, kh, kw]` one
+    /// (a 1×1 kernel).
+    pub fn weights_are_channels_last(&self) -> bool {
+        self.kh == 1 && self.kw == 1
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.cout
+    }
+
+    /// Weights per output channel (`Cin·kh·kw`).
+    pub fn weights_per_channel(&self) -> usize {
+        self.kh * self.kw * self.cin
+    }
+
+    /// Values of one padded channels-last image.
+    fn padded_len(&self) -> usize {
+        self.hp * self.wp * self.cin
+    }
+
+    /// Length of one contiguous run of a patch.
+    fn run(&self) -> usize {
+        self.kw * self.cin
+    }
+
+    /// Distance between the starts of consecutive runs of a patch.
+    fn run_stride(&self) -> usize {
+        self.dil_h * self.wp * self.cin
+    }
+
+    /// Where the first run of position `p`'s patch starts in the padded image.
+    fn patch_start(&self, p: usize) -> usize {
+        let (oy, ox) = (p / self.wo, p % self.wo);
+        (oy * self.stride[0] * self.wp + ox * self.stride[1]) * self.cin
+    }
+
+    /// Length a patch spans in the padded image from its start.
+    fn patch_span(&self) -> usize {
+        (self.kh - 1) * self.run_stride() + self.run()
+    }
+}
+
+/// The sites of one sample, grouped by position: the channels of position `p` are
+/// `chans[start[p]..start[p + 1]]`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sites {
+    start: Vec<u32>,
+    chans: Vec<u32>,
+}
+
+impl Sites {
+    /// The sites where `demand` (`[channels, npos]`, nonzero = read later) is set.
+    pub fn from_demand(demand: &[u8], channels: usize, npos: usize) -> Self {
+        let mut start = Vec::with_capacity(npos + 1);
+        let mut chans = Vec::new();
+        start.push(0);
+        for p in 0..npos {
+            for c in 0..channels {
+                if demand[c * npos + p] != 0 {
+                    chans.push(c as u32);
+                }
+            }
+            start.push(chans.len() as u32);
+        }
+        Sites { start, chans }
+    }
+
+    fn at(&self, p: usize) -> &[u32] {
+        &self.chans[self.start[p] as usize..self.start[p + 1] as usize]
+    }
+}
+
+/// Copies `x` (`[Cin, H, W]`) into the padded channels-last image `xp` (zero padding).
+fn to_padded<T: Float>(g: &SparseGeom, x: &[T], xp: &mut [T]) {
+    xp.fill(T::ZERO);
+    for ci in 0..g.cin {
+        for iy in 0..g.h {
+            let src = &x[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
+            let row = (iy + g.pad_top) * g.wp + g.pad_left;
+            for (ix, &v) in src.iter().enumerate() {
+                xp[(row + ix) * g.cin + ci] = v;
+            }
+        }
+    }
+}
+
+/// Writes the interior of the padded channels-last image `xp` to `dx` (`[Cin, H, W]`): the
+/// adjoint of [`to_padded`] (the padding's share is dropped).
+fn from_padded<T: Float>(g: &SparseGeom, xp: &[T], dx: &mut [T]) {
+    for ci in 0..g.cin {
+        for iy in 0..g.h {
+            let dst = &mut dx[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
+            let row = (iy + g.pad_top) * g.wp + g.pad_left;
+            for (ix, v) in dst.iter_mut().enumerate() {
+                *v = xp[(row + ix) * g.cin + ci];
+            }
+        }
+    }
+}
+
+/// The weights `[Cout, Cin, kh, kw]` reordered to `[Cout, kh, kw, Cin]`.
+pub(crate) fn weights_to_hwc<T: Float>(g: &SparseGeom, w: &[T]) -> Vec<T> {
+    let mut out = alloc::vec![T::ZERO; w.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    out[((co * g.kh + ki) * g.kw + kj) * g.cin + ci] = w[((co * g.cin + ci) * g.kh + ki) * g.kw + kj];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Adds a weight gradient in the `[Cout, kh, kw, Cin]` order to `dw` in `[Cout, Cin, kh, kw]`.
+pub(crate) fn add_weights_from_hwc<T: Float>(g: &SparseGeom, hwc: &[T], dw: &mut [T]) {
+    if g.weights_are_channels_last() {
+        dw.iter_mut().zip(hwc).for_each(|(a, &b)| *a += b);
+        return;
+    }
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    dw[((co * g.cin + ci) * g.kh + ki) * g.kw + kj] += hwc[((co * g.kh + ki) * g.kw + kj) * g.cin + ci];
+                }
+            }
+        }
+    }
+}
+
+/// Scratch length of the per-sample kernels for `rows` rows.
+fn scratch_len(g: &SparseGeom, rows: usize) -> usize {
+    rows * g.padded_len()
+}
+
+/// The rows of `x` (`[R, Cin·H·W]`) in the padded channels-last layout: `x` itself when the
+/// layouts coincide (a dense layer), else a copy made in `scratch`.
+fn padded_rows<'a, T: Float>(g: &SparseGeom, x: &'a [T], scratch: &'a mut Vec<T>) -> &'a [T] {
+    if g.is_flat() {
+        return x;
+    }
+    let (in_size, plen) = (g.cin * g.h * g.w, g.padded_len());
+    let rows = x.len() / in_size;
+    scratch.resize(scratch_len(g, rows), T::ZERO);
+    for (xr, xp) in x.chunks_exact(in_size).zip(scratch.chunks_exact_mut(plen)) {
+        to_padded(g, xr, xp);
+    }
+    scratch
+}
+
+/// The sparse forward (tangent) map for one sample: `x` is `[R, in]` (`[Cin, H, W]` rows),
+/// `y` is `[R, out]` (overwritten, zero outside the sites); `w_hwc` from [`weights_to_hwc`].
+pub(crate) fn forward_sample<T: Float>(
+    g: &SparseGeom,
+    w_hwc: &[T],
+    sites: &Sites,
+    x: &[T],
+    y: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
+    let rows = x.len() / in_size;
+    let xp = padded_rows(g, x, scratch);
+    y.fill(T::ZERO);
+    let simd = simd_available();
+    let (klen, span) = (g.kh * g.run(), g.patch_span());
+    let seg = Segments { count: g.kh, len: g.run(), stride: g.run_stride() };
+    let mut out = [T::ZERO; ROW_BLOCK];
+    for p in 0..g.npos {
+        let chans = sites.at(p);
+        if chans.is_empty() {
+            continue;
+        }
+        let start = g.patch_start(p);
+        for &ch in chans {
+            let ch = ch as usize;
+            let w = &w_hwc[ch * klen..(ch + 1) * klen];
+            for r0 in (0..rows).step_by(ROW_BLOCK) {
+                let r1 = (r0 + ROW_BLOCK).min(rows);
+                let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                for (b, r) in block.iter_mut().zip(r0..r1) {
+                    *b = &xp[r * plen + start..r * plen + start + span];
+                }
+                dots(simd, w, &block[..r1 - r0], seg, &mut out);
+                for (j, r) in (r0..r1).enumerate() {
+                    y[r * out_size + ch * g.npos + p] = out[j];
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`forward_sample`] for one sample: `dy` is `[R, out]` (zero outside the
+/// sites), `dx` is `[R, in]` (overwritten).
+pub(crate) fn backward_sample<T: Float>(
+    g: &SparseGeom,
+    w_hwc: &[T],
+    sites: &Sites,
+    dy: &[T],
+    dx: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
+    let rows = dy.len() / out_size;
+    let flat = g.is_flat();
+    let acc: &mut [T] = if flat {
+        dx.fill(T::ZERO);
+        dx
+    } else {
+        scratch.clear();
+        scratch.resize(scratch_len(g, rows), T::ZERO);
+        scratch
+    };
+    let simd = simd_available();
+    let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
+    for p in 0..g.npos {
+        let chans = sites.at(p);
+        if chans.is_empty() {
+            continue;
+        }
+        let start = g.patch_start(p);
+        for &ch in chans {
+            let ch = ch as usize;
+            let w = &w_hwc[ch * klen..(ch + 1) * klen];
+            for (r, dxp) in acc.chunks_exact_mut(plen).enumerate() {
+                let a = dy[r * out_size + ch * g.npos + p];
+                if a == T::ZERO {
+                    continue;
+                }
+                for ki in 0..g.kh {
+                    let at = start + ki * rstride;
+                    axpy(simd, &w[ki * run..(ki + 1) * run], a, &mut dxp[at..at + run]);
+                }
+            }
+        }
+    }
+    if !flat {
+        for (dxp, dxr) in scratch.chunks_exact(plen).zip(dx.chunks_exact_mut(in_size)) {
+            from_padded(g, dxp, dxr);
+        }
+    }
+}
+
+/// Adds this sample's weight gradient for the output channels `channels`, in the
+/// `[Cout, kh, kw, Cin]` order, to `dw_part` (those channels' rows only): `x` is the tangent
+/// input `[R, in]`, `dy` the cotangent `[R, out]` (zero outside the sites).
+pub(crate) fn weight_grad_sample<T: Float>(
+    g: &SparseGeom,
+    sites: &Sites,
+    x: &[T],
+    dy: &[T],
+    channels: core::ops::Range<usize>,
+    dw_part: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
+    let rows = x.len() / in_size;
+    let xp = padded_rows(g, x, scratch);
+    let simd = simd_available();
+    let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
+    for p in 0..g.npos {
+        let all = sites.at(p);
+        // Channels are listed in increasing order.
+        let lo = all.partition_point(|&c| (c as usize) < channels.start);
+        let hi = all.partition_point(|&c| (c as usize) < channels.end);
+        if lo == hi {
+            continue;
+        }
+        let start = g.patch_start(p);
+        for &ch in &all[lo..hi] {
+            let ch = ch as usize;
+            let local = ch - channels.start;
+            let d = &mut dw_part[local * klen..(local + 1) * klen];
+            for r0 in (0..rows).step_by(ROW_BLOCK) {
+                let r1 = (r0 + ROW_BLOCK).min(rows);
+                let mut coef = [T::ZERO; ROW_BLOCK];
+                for (j, r) in (r0..r1).enumerate() {
+                    coef[j] = dy[r * out_size + ch * g.npos + p];
+                }
+                if coef.iter().all(|&c| c == T::ZERO) {
+                    continue;
+                }
+                for ki in 0..g.kh {
+                    let at = start + ki * rstride;
+                    let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                    for (b, r) in block.iter_mut().zip(r0..r1) {
+                        *b = &xp[r * plen + at..r * plen + at + run];
+                    }
+                    accumulate_rows(simd, &mut d[ki * run..(ki + 1) * run], &coef[..r1 - r0], &block[..r1 - r0]);
+                }
+            }
+        }
+    }
+}
+
+/// `count` runs of `len` values, `stride` apart: the layout of a patch in a padded image.
+#[derive(Clone, Copy, Debug)]
+struct Segments {
+    count: usize,
+    len: usize,
+    stride: usize,
+}
+
+/// `out[j] = Σ_s w[s·len..(s+1)·len]·rows[j][s·stride..s·stride + len]` for up to
+/// [`ROW_BLOCK`] rows (`w` holds the runs back to back).
+#[inline(always)]
+fn dots<T: Float>(simd: bool, w: &[T], rows: &[&[T]], seg: Segments, out: &mut [T]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if simd {
+        if let (Some(w), Some(out)) = (avx2::as_f32(w), avx2::as_f32_mut(out)) {
+            let mut r: [&[f32]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+            for (d, s) in r.iter_mut().zip(rows) {
+                *d = avx2::as_f32(s).expect("same type as w");
+            }
+            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
+            return unsafe { avx2::dots(w, &r[..rows.len()], seg.count, seg.len, seg.stride, out) };
+        }
+    }
+    let _ = simd;
+    for (o, r) in out.iter_mut().zip(rows) {
+        let mut acc = T::ZERO;
+        for s in 0..seg.count {
+            let ws = &w[s * seg.len..(s + 1) * seg.len];
+            let rs = &r[s * seg.stride..s * seg.stride + seg.len];
+            acc += ws.iter().zip(rs).map(|(&a, &b)| a * b).sum::<T>();
+        }
+        *o = acc;
+    }
+}
+
+/// `acc += a·w`.
+#[inline(always)]
+fn axpy<T: Float>(simd: bool, w: &[T], a: T, acc: &mut [T]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if simd {
+        if let (Some(w), Some(acc)) = (avx2::as_f32(w), avx2::as_f32_mut(acc)) {
+            let a = avx2::as_f32(core::slice::from_ref(&a)).expect("same type as w")[0];
+            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
+            return unsafe { avx2::axpy(w, a, acc) };
+        }
+    }
+    let _ = simd;
+    for (v, &wv) in acc.iter_mut().zip(w) {
+        *v += a * wv;
+    }
+}
+
+/// `d += Σ_j coef[j]·rows[j]`, one pass over `d`.
+#[inline(always)]
+fn accumulate_rows<T: Float>(simd: bool, d: &mut [T], coef: &[T], rows: &[&[T]]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if simd {
+        if let (Some(d), Some(coef)) = (avx2::as_f32_mut(d), avx2::as_f32(coef)) {
+            let mut r: [&[f32]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+            for (dst, s) in r.iter_mut().zip(rows) {
+                *dst = avx2::as_f32(s).expect("same type as d");
+            }
+            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
+            return unsafe { avx2::accumulate_rows(d, coef, &r[..rows.len()]) };
+        }
+    }
+    let _ = simd;
+    for (t, v) in d.iter_mut().enumerate() {
+        for (&a, r) in coef.iter().zip(rows) {
+            *v += a * r[t];
+        }
+    }
+}
+
+/// Whether the `f32` AVX2 + FMA inner loops can run on this processor.
+fn simd_available() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// The `f32` inner loops with AVX2 and FMA.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod avx2 {
+    use core::any::TypeId;
+    use core::arch::x86_64::*;
+
+    use super::ROW_BLOCK;
+
+    /// `v` as `f32`s when `T` is `f32`.
+    pub fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
+        // SAFETY: `T` is `f32` (same type, same layout).
+        (TypeId::of::<T>() == TypeId::of::<f32>())
+            .then(|| unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
+    }
+
+    /// `v` as `f32`s when `T` is `f32`, mutably.
+    pub fn as_f32_mut<T: 'static>(v: &mut [T]) -> Option<&mut [f32]> {
+        // SAFETY: `T` is `f32` (same type, same layout).
+        (TypeId::of::<T>() == TypeId::of::<f32>())
+            .then(|| unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `out[j] = Σ_s w[s·len..][..len]·rows[j][s·stride..][..len]` (`w` holds `count` runs
+    /// back to back; every row spans `(count − 1)·stride + len` values; at most
+    /// [`ROW_BLOCK`] rows).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots(w: &[f32], rows: &[&[f32]], count: usize, len: usize, stride: usize, out: &mut [f32]) {
+        assert!(
+            rows.len() <= ROW_BLOCK
+                && w.len() >= count * len
+                && out.len() >= rows.len()
+                && rows.iter().all(|r| count == 0 || r.len() >= (count - 1) * stride + len)
+        );
+        match rows.len() {
+            1 => dots_n::<1>(w, rows, count, len, stride, out),
+            2 => dots_n::<2>(w, rows, count, len, stride, out),
+            3 => dots_n::<3>(w, rows, count, len, stride, out),
+            4 => dots_n::<4>(w, rows, count, len, stride, out),
+            5 => dots_n::<5>(w, rows, count, len, stride, out),
+            _ => {}
+        }
+    }
+
+    /// [`dots`] for exactly `N` rows (bounds checked by the caller).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_n<const N: usize>(
+        w: &[f32],
+        rows: &[&[f32]],
+        count: usize,
+        len: usize,
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let full = len - len % 8;
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut tail = [0.0f32; N];
+        let mut p = [core::ptr::null::<f32>(); N];
+        for s in 0..count {
+            let wp = w.as_ptr().add(s * len);
+            for j in 0..N {
+                p[j] = rows[j].as_ptr().add(s * stride);
+            }
+            let mut i = 0;
+            while i < full {
+                let wv = _mm256_loadu_ps(wp.add(i));
+                for j in 0..N {
+                    acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p[j].add(i)), acc[j]);
+                }
+                i += 8;
+            }
+            for j in 0..N {
+                for i in full..len {
+                    tail[j] += *wp.add(i) * *p[j].add(i);
+                }
+            }
+        }
+        for j in 0..N {
+            out[j] = hsum(acc[j]) + tail[j];
+        }
+    }
+
+    /// `acc += a·w` (`acc` at least as long as `w`).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy(w: &[f32], a: f32, acc: &mut [f32]) {
+        let n = w.len();
+        assert!(acc.len() >= n);
+        let full = n - n % 8;
+        let av = _mm256_set1_ps(a);
+        let (wp, ap) = (w.as_ptr(), acc.as_mut_ptr());
+        let mut i = 0;
+        while i < full {
+            let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(wp.add(i)), _mm256_loadu_ps(ap.add(i)));
+            _mm256_storeu_ps(ap.add(i), v);
+            i += 8;
+        }
+        for t in full..n {
+            acc[t] += a * w[t];
+        }
+    }
+
+    /// `d += Σ_j coef[j]·rows[j]` (rows at least as long as `d`, at most [`ROW_BLOCK`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn accumulate_rows(d: &mut [f32], coef: &[f32], rows: &[&[f32]]) {
+        let n = d.len();
+        assert!(rows.len() <= ROW_BLOCK && rows.iter().all(|r| r.len() >= n) && coef.len() >= rows.len());
+        match rows.len() {
+            1 => accumulate_n::<1>(d, coef, rows),
+            2 => accumulate_n::<2>(d, coef, rows),
+            3 => accumulate_n::<3>(d, coef, rows),
+            4 => accumulate_n::<4>(d, coef, rows),
+            5 => accumulate_n::<5>(d, coef, rows),
+            _ => {}
+        }
+    }
+
+    /// [`accumulate_rows`] for exactly `N` rows (bounds checked by the caller).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn accumulate_n<const N: usize>(d: &mut [f32], coef: &[f32], rows: &[&[f32]]) {
+        let n = d.len();
+        let full = n - n % 8;
+        let mut c = [_mm256_setzero_ps(); N];
+        let mut p = [core::ptr::null::<f32>(); N];
+        for j in 0..N {
+            c[j] = _mm256_set1_ps(coef[j]);
+            p[j] = rows[j].as_ptr();
+        }
+        let dp = d.as_mut_ptr();
+        let mut i = 0;
+        while i < full {
+            let mut v = _mm256_loadu_ps(dp.add(i));
+            for j in 0..N {
+                v = _mm256_fmadd_ps(c[j], _mm256_loadu_ps(p[j].add(i)), v);
+            }
+            _mm256_storeu_ps(dp.add(i), v);
+            i += 8;
+        }
+        for t in full..n {
+            for j in 0..N {
+                *dp.add(t) += coef[j] * *p[j].add(t);
+            }
+        }
+    }
+}
