@@ -333,18 +333,38 @@ pub(crate) fn backward_sample<T: Float>(
             continue;
         }
         let start = g.patch_start(p);
-        for &ch in chans {
-            let ch = ch as usize;
-            let w = &w_hwc[ch * klen..(ch + 1) * klen];
-            for (r, dxp) in acc.chunks_exact_mut(plen).enumerate() {
+        for (r, dxp) in acc.chunks_exact_mut(plen).enumerate() {
+            // The channels with a nonzero cotangent, [`ROW_BLOCK`] at a time: each run of
+            // `dxp` is loaded and stored once per block instead of once per channel.
+            let mut coef = [T::ZERO; ROW_BLOCK];
+            let mut which = [0usize; ROW_BLOCK];
+            let mut filled = 0;
+            let flush = |coef: &[T], which: &[usize], dxp: &mut [T]| {
+                for ki in 0..g.kh {
+                    let at = start + ki * rstride;
+                    let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                    for (b, &ch) in block.iter_mut().zip(which) {
+                        *b = &w_hwc[ch * klen + ki * run..ch * klen + (ki + 1) * run];
+                    }
+                    accumulate_rows(simd, &mut dxp[at..at + run], coef, &block[..which.len()]);
+                }
+            };
+            for &ch in chans {
+                let ch = ch as usize;
                 let a = dy[r * out_size + ch * g.npos + p];
                 if a == T::ZERO {
                     continue;
                 }
-                for ki in 0..g.kh {
-                    let at = start + ki * rstride;
-                    axpy(simd, &w[ki * run..(ki + 1) * run], a, &mut dxp[at..at + run]);
+                coef[filled] = a;
+                which[filled] = ch;
+                filled += 1;
+                if filled == ROW_BLOCK {
+                    flush(&coef, &which, dxp);
+                    filled = 0;
                 }
+            }
+            if filled > 0 {
+                flush(&coef[..filled], &which[..filled], dxp);
             }
         }
     }
@@ -439,23 +459,6 @@ fn dots<T: Float>(simd: bool, w: &[T], rows: &[&[T]], seg: Segments, out: &mut [
             acc += ws.iter().zip(rs).map(|(&a, &b)| a * b).sum::<T>();
         }
         *o = acc;
-    }
-}
-
-/// `acc += a·w`.
-#[inline(always)]
-fn axpy<T: Float>(simd: bool, w: &[T], a: T, acc: &mut [T]) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if simd {
-        if let (Some(w), Some(acc)) = (avx2::as_f32(w), avx2::as_f32_mut(acc)) {
-            let a = avx2::as_f32(core::slice::from_ref(&a)).expect("same type as w")[0];
-            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
-            return unsafe { avx2::axpy(w, a, acc) };
-        }
-    }
-    let _ = simd;
-    for (v, &wv) in acc.iter_mut().zip(w) {
-        *v += a * wv;
     }
 }
 
@@ -579,25 +582,6 @@ mod avx2 {
         }
         for j in 0..N {
             out[j] = hsum(acc[j]) + tail[j];
-        }
-    }
-
-    /// `acc += a·w` (`acc` at least as long as `w`).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy(w: &[f32], a: f32, acc: &mut [f32]) {
-        let n = w.len();
-        assert!(acc.len() >= n);
-        let full = n - n % 8;
-        let av = _mm256_set1_ps(a);
-        let (wp, ap) = (w.as_ptr(), acc.as_mut_ptr());
-        let mut i = 0;
-        while i < full {
-            let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(wp.add(i)), _mm256_loadu_ps(ap.add(i)));
-            _mm256_storeu_ps(ap.add(i), v);
-            i += 8;
-        }
-        for t in full..n {
-            acc[t] += a * w[t];
         }
     }
 
