@@ -15,12 +15,9 @@
 
 use alloc::vec::Vec;
 
-use crate::demand::SparseConv;
 use crate::error::{Error, Result};
 use crate::forward::Trace;
-use crate::kernels::conv_sparse;
 use crate::network::Network;
-use crate::parallel::{for_rows, threads};
 use crate::params::{LayerGrads, ParamGrads};
 use crate::reverse::param_grads;
 use crate::scalar::Float;
@@ -126,7 +123,7 @@ impl<T: Float> Network<T> {
                 let in_shape = nodes[node.inputs[0]].shape.as_slice();
                 match (&sparse[id], grads.nodes[id].as_mut()) {
                     (Some(sc), Some(LayerGrads::Conv2d { weight, .. } | LayerGrads::Dense { weight, .. })) => {
-                        sparse_weight_grads(sc, in_shape.iter().product(), node.size(), t_in, &dy, rows, weight)
+                        sc.add_weight_grads(in_shape.iter().product(), node.size(), t_in, &dy, rows, weight)
                     }
                     (_, acc) => param_grads(node, in_shape, t_in, &dy, n * rows, 1, acc, false),
                 }
@@ -139,48 +136,13 @@ impl<T: Float> Network<T> {
     }
 }
 
-/// The weight gradient of a layer computed at sparse sites (see [`Network::sparse_convs`]):
-/// tangent inputs `x` (`[n, rows, in]`) and cotangents `dy` (`[n, rows, out]`), added to
-/// `weight`. The output channels are split over the threads, each going through every sample,
-/// so no partial gradients are summed: the result does not depend on the thread count.
-fn sparse_weight_grads<T: Float>(
-    sc: &SparseConv<T>,
-    in_size: usize,
-    out_size: usize,
-    x: &[T],
-    dy: &[T],
-    rows: usize,
-    weight: &mut [T],
-) {
-    let n = sc.sites.len();
-    let (cout, klen) = (sc.geom.out_channels(), sc.geom.weights_per_channel());
-    let per = cout.div_ceil(threads().max(1)).max(1);
-    let accumulate = |target: &mut [T]| {
-        for_rows(target, per * klen, Vec::new, |scratch, blk, part| {
-            let channels = blk * per..(blk * per + part.len() / klen);
-            for s in 0..n {
-                let xs = &x[s * rows * in_size..(s + 1) * rows * in_size];
-                let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
-                conv_sparse::weight_grad_sample(&sc.geom, &sc.sites[s], xs, ds, channels.clone(), part, scratch);
-            }
-        })
-    };
-    if sc.geom.weights_are_channels_last() {
-        accumulate(weight);
-    } else {
-        let mut hwc = alloc::vec![T::ZERO; cout * klen];
-        accumulate(&mut hwc);
-        conv_sparse::add_weights_from_hwc(&sc.geom, &hwc, weight);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use alloc::vec::Vec;
 
     use crate::arch::Arch;
     use crate::train::Rng;
-    use crate::{Float, Layer, Network};
+    use crate::{Float, Layer, Network, ParamGrads};
 
     fn max_rel(a: &[f64], b: &[f64]) -> f64 {
         let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
@@ -223,6 +185,17 @@ mod tests {
         let a = net.bilinear_grads_with(&trace, &v, rows, true).unwrap();
         let b = net.bilinear_grads_with(&trace, &v, rows, false).unwrap();
         let f = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+        // The plain reverse pass with parameter gradients (what `backward` runs).
+        let (mut pa, mut pb) = (ParamGrads::zeros_like(net), ParamGrads::zeros_like(net));
+        let dxa = net.reverse(&trace, &v, rows, Some(&mut pa), None, Some(&sparse)).unwrap();
+        let dxb = net.reverse(&trace, &v, rows, Some(&mut pb), None, None).unwrap();
+        for (what, x, y) in [
+            ("backward dx", f(&dxa), f(&dxb)),
+            ("backward params", f(&pa.tensors().concat()), f(&pb.tensors().concat())),
+        ] {
+            let e = max_rel(&x, &y);
+            assert!(e < tol, "{what}: sparse and dense differ by {e:e} relative");
+        }
         for (what, x, y) in [
             ("vjp", f(&a.vjp), f(&b.vjp)),
             ("jvp", f(&a.jvp), f(&b.jvp)),

@@ -15,10 +15,11 @@ use alloc::vec::Vec;
 
 use crate::forward::Trace;
 use crate::kernels::conv::ConvGeom;
-use crate::kernels::conv_sparse::{weights_to_hwc, Sites, SparseGeom};
+use crate::kernels::conv_sparse::{self, weights_to_hwc, Sites, SparseGeom};
 use crate::kernels::elementwise;
 use crate::layer::Layer;
 use crate::network::Network;
+use crate::parallel::{for_rows, threads};
 use crate::scalar::Float;
 use crate::tangent::maxpool_argmax;
 
@@ -131,5 +132,43 @@ impl<T: Float> Network<T> {
             }
         }
         out
+    }
+}
+
+impl<T: Float> SparseConv<T> {
+    /// Adds the weight gradient of this layer to `weight`: inputs `x` (`[n, rows, in]`; the
+    /// tangents in a tangent pass, the node's input values with `rows = 1` in a plain backward
+    /// pass) and cotangents `dy` (`[n, rows, out]`, zero outside the sites). The output
+    /// channels are split over the threads, each going through every sample, so no partial
+    /// gradients are summed and the result does not depend on the thread count.
+    pub fn add_weight_grads(&self, in_size: usize, out_size: usize, x: &[T], dy: &[T], rows: usize, weight: &mut [T]) {
+        let n = self.sites.len();
+        let (cout, klen) = (self.geom.out_channels(), self.geom.weights_per_channel());
+        let per = cout.div_ceil(threads().max(1)).max(1);
+        let accumulate = |target: &mut [T]| {
+            for_rows(target, per * klen, Vec::new, |scratch, blk, part| {
+                let channels = blk * per..(blk * per + part.len() / klen);
+                for s in 0..n {
+                    let xs = &x[s * rows * in_size..(s + 1) * rows * in_size];
+                    let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
+                    conv_sparse::weight_grad_sample(
+                        &self.geom,
+                        &self.sites[s],
+                        xs,
+                        ds,
+                        channels.clone(),
+                        part,
+                        scratch,
+                    );
+                }
+            })
+        };
+        if self.geom.weights_are_channels_last() {
+            accumulate(weight);
+        } else {
+            let mut hwc = alloc::vec![T::ZERO; cout * klen];
+            accumulate(&mut hwc);
+            conv_sparse::add_weights_from_hwc(&self.geom, &hwc, weight);
+        }
     }
 }

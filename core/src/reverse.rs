@@ -26,7 +26,8 @@ impl<T: Float> Network<T> {
     /// Vector-Jacobian products at the points of `trace`: `cotangents` holds `rows` vectors `u`
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
-        self.reverse(trace, cotangents, rows, None, None, None)
+        let sparse = self.sparse_convs(trace);
+        self.reverse(trace, cotangents, rows, None, None, Some(&sparse))
     }
 
     /// Reverse mode with parameter gradients: the input gradient of [`vjp`](Self::vjp) (same
@@ -35,7 +36,8 @@ impl<T: Float> Network<T> {
     /// weights and biases, batch-norm `gamma` and `beta`), summed over all `batch·rows` rows.
     pub fn backward(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<(Vec<T>, ParamGrads<T>)> {
         let mut params = ParamGrads::zeros_like(self);
-        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None, None)?;
+        let sparse = self.sparse_convs(trace);
+        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None, Some(&sparse))?;
         Ok((dx, params))
     }
 
@@ -73,7 +75,16 @@ impl<T: Float> Network<T> {
             let out_size = node.size();
             let first = node.inputs[0];
             if let Some(p) = params.as_deref_mut() {
-                param_grads(node, shapes[0], trace.value(first), &dy, batch, rows, p.nodes[id].as_mut(), true);
+                match (sparse.and_then(|s| s[id].as_ref()), p.nodes[id].as_mut()) {
+                    (Some(sc), Some(LayerGrads::Conv2d { weight, bias } | LayerGrads::Dense { weight, bias })) => {
+                        let dys = sum_over_rows(&dy, batch, rows, out_size);
+                        sc.add_weight_grads(in_size, out_size, trace.value(first), &dys, 1, weight);
+                        if let Some(db) = bias {
+                            add_bias_grads(db, &dys, out_size);
+                        }
+                    }
+                    (_, acc) => param_grads(node, shapes[0], trace.value(first), &dy, batch, rows, acc, true),
+                }
             }
             // Cotangents of parameter layers are kept (moved after their last use below).
             let recording = record.is_some();
@@ -247,6 +258,17 @@ fn sparse_backward<T: Float>(sc: &SparseConv<T>, dy: &[T], dx: &mut [T]) {
     });
 }
 
+/// Adds the bias gradient of a convolution or dense layer (`db` has one entry per output
+/// channel) for the per-sample cotangents `dys` (`[batch, out]`, channel-major).
+fn add_bias_grads<T: Float>(db: &mut [T], dys: &[T], out_size: usize) {
+    let npos = out_size / db.len().max(1);
+    for row in dys.chunks(out_size) {
+        for (o, d) in db.iter_mut().enumerate() {
+            *d += row[o * npos..(o + 1) * npos].iter().copied().sum::<T>();
+        }
+    }
+}
+
 /// `dy` (`[batch, rows, size]`) summed over the rows of each sample: `[batch, size]`.
 fn sum_over_rows<T: Float>(dy: &[T], batch: usize, rows: usize, size: usize) -> Cow<'_, [T]> {
     if rows == 1 {
@@ -300,12 +322,7 @@ pub(crate) fn param_grads<T: Float>(
                 weight.iter_mut().zip(p).for_each(|(a, &b)| *a += b);
             }
             if let (Some(db), true) = (bias, offsets) {
-                let npos = out_size / c.out_channels;
-                for row in dys.chunks(out_size) {
-                    for (o, d) in db.iter_mut().enumerate() {
-                        *d += row[o * npos..(o + 1) * npos].iter().copied().sum::<T>();
-                    }
-                }
+                add_bias_grads(db, &dys, out_size);
             }
         }
         (Layer::Dense(d), LayerGrads::Dense { weight, bias }) => {
