@@ -11,6 +11,7 @@
 //! The rules are conservative: pointwise activations, max pooling, dropout masks, reshapes and
 //! identities narrow the demand; every other layer reads all of its inputs.
 
+use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
 use crate::forward::Trace;
@@ -21,7 +22,7 @@ use crate::layer::Layer;
 use crate::network::Network;
 use crate::parallel::{for_rows, threads};
 use crate::scalar::Float;
-use crate::tangent::maxpool_argmax;
+use crate::tangent::winners;
 
 /// A convolution is computed sparsely when at most this fraction of its outputs is read.
 const SPARSE_LIMIT: f64 = 0.5;
@@ -47,31 +48,86 @@ fn merge(slot: &mut Option<Vec<u8>>, d: Vec<u8>) {
 }
 
 impl<T: Float> Network<T> {
-    /// The convolutions that [`SparseGeom::new`] accepts (not the output node) at most
+    /// The convolutions and dense layers that [`SparseGeom`] accepts, at most
     /// [`SPARSE_LIMIT`] of whose outputs the linear passes read at the points of `trace`, with
-    /// their demanded sites.
+    /// their demanded sites (samples walked in parallel).
     pub(crate) fn sparse_convs(&self, trace: &Trace<T>) -> SparseConvs<T> {
         let nodes = self.nodes();
         let batch = trace.batch();
         let mut out: SparseConvs<T> = (0..nodes.len()).map(|_| None).collect();
-        let any_sparse_conv = nodes.iter().enumerate().any(|(id, n)| {
-            id != self.output() && matches!(&n.layer, Layer::Conv2d(c) if c.groups == 1 && c.dilation[1] == 1)
-                || matches!(&n.layer, Layer::Dense(_))
-        });
-        if batch == 0 || !any_sparse_conv {
+        let geoms: Vec<Option<SparseGeom>> = nodes
+            .iter()
+            .enumerate()
+            .map(|(id, n)| {
+                if id == 0 || id == self.output() {
+                    return None;
+                }
+                let in_shape = nodes[n.inputs[0]].shape.as_slice();
+                match &n.layer {
+                    Layer::Conv2d(c) => SparseGeom::new(c, &ConvGeom::new(in_shape, &n.shape)),
+                    Layer::Dense(d) if in_shape.iter().product::<usize>() == d.inputs => {
+                        SparseGeom::dense(d.inputs, d.outputs)
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        if batch == 0 || geoms.iter().all(Option::is_none) {
             return out;
         }
         let live = self.live();
+        let wins: Vec<Option<Cow<'_, [usize]>>> = nodes
+            .iter()
+            .enumerate()
+            .map(|(id, n)| match &n.layer {
+                Layer::MaxPool2d(p) if live[id] => {
+                    let first = n.inputs[0];
+                    Some(winners(trace, id, p, &nodes[first].shape, &n.shape, first))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut per_sample: Vec<Vec<Option<Sites>>> = alloc::vec![Vec::new(); batch];
+        for_rows(&mut per_sample, 1, || (), |_, s, slot| slot[0] = self.sample_sites(trace, s, &live, &geoms, &wins));
+        for (id, geom) in geoms.into_iter().enumerate() {
+            let Some(geom) = geom else { continue };
+            let sites: Vec<Sites> = per_sample.iter_mut().map(|p| p[id].take().unwrap_or_default()).collect();
+            let read: usize = sites.iter().map(Sites::len).sum();
+            if (read as f64) > SPARSE_LIMIT * (batch * nodes[id].size()) as f64 {
+                continue;
+            }
+            let w_hwc = match &nodes[id].layer {
+                Layer::Conv2d(c) => weights_to_hwc(&geom, &c.weight),
+                Layer::Dense(d) => d.weight.clone(),
+                _ => unreachable!("only convolutions and dense layers have a sparse geometry"),
+            };
+            out[id] = Some(SparseConv { geom, w_hwc, sites });
+        }
+        out
+    }
+
+    /// The demanded sites of sample `s` for every node with a geometry in `geoms`.
+    fn sample_sites(
+        &self,
+        trace: &Trace<T>,
+        s: usize,
+        live: &[bool],
+        geoms: &[Option<SparseGeom>],
+        wins: &[Option<Cow<'_, [usize]>>],
+    ) -> Vec<Option<Sites>> {
+        let nodes = self.nodes();
+        let mut sites: Vec<Option<Sites>> = (0..nodes.len()).map(|_| None).collect();
         let mut demand: Vec<Option<Vec<u8>>> = alloc::vec![None; nodes.len()];
-        demand[self.output()] = Some(alloc::vec![1u8; batch * nodes[self.output()].size()]);
+        demand[self.output()] = Some(alloc::vec![1u8; nodes[self.output()].size()]);
         for id in (1..nodes.len()).rev() {
             let Some(mut d) = demand[id].take() else { continue };
             if !live[id] {
                 continue;
             }
             let node = &nodes[id];
+            let out_size = node.size();
             if let Some(mask) = trace.mask(id) {
-                d.iter_mut().zip(mask).for_each(|(v, &m)| {
+                d.iter_mut().zip(&mask[s * out_size..(s + 1) * out_size]).for_each(|(v, &m)| {
                     if m == T::ZERO {
                         *v = 0
                     }
@@ -80,58 +136,38 @@ impl<T: Float> Network<T> {
             let first = node.inputs[0];
             let in_shape = nodes[first].shape.as_slice();
             let in_size: usize = in_shape.iter().product();
-            let out_size = node.size();
+            if let Some(g) = &geoms[id] {
+                sites[id] = Some(Sites::from_demand(&d, g.out_channels(), g.npos));
+            }
             match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
-                    let primal = trace.value(first);
-                    let mut di = d;
-                    for (v, &x) in di.iter_mut().zip(primal) {
+                    let primal = &trace.value(first)[s * in_size..(s + 1) * in_size];
+                    for (v, &x) in d.iter_mut().zip(primal) {
                         if elementwise::derivative(&node.layer, x) == T::ZERO {
                             *v = 0;
                         }
                     }
-                    merge(&mut demand[first], di);
+                    merge(&mut demand[first], d);
                 }
-                Layer::MaxPool2d(p) => {
-                    let arg = maxpool_argmax(p, in_shape, &node.shape, trace.value(first), batch);
-                    let mut di = alloc::vec![0u8; batch * in_size];
-                    for s in 0..batch {
-                        for q in 0..out_size {
-                            if d[s * out_size + q] != 0 {
-                                di[s * in_size + arg[s * out_size + q]] = 1;
-                            }
+                Layer::MaxPool2d(_) => {
+                    let arg = wins[id].as_deref().expect("winners of every live max pool");
+                    let mut di = alloc::vec![0u8; in_size];
+                    for (&q, &a) in d.iter().zip(&arg[s * out_size..(s + 1) * out_size]) {
+                        if q != 0 {
+                            di[a] = 1;
                         }
                     }
                     merge(&mut demand[first], di);
                 }
                 Layer::Reshape { .. } | Layer::Identity => merge(&mut demand[first], d),
-                Layer::Conv2d(c) => {
-                    let read = d.iter().filter(|&&v| v != 0).count();
-                    let geom = SparseGeom::new(c, &ConvGeom::new(in_shape, &node.shape));
-                    if let (Some(geom), true) = (geom, (read as f64) <= SPARSE_LIMIT * d.len() as f64) {
-                        let sites =
-                            d.chunks(out_size).map(|ds| Sites::from_demand(ds, c.out_channels, geom.npos)).collect();
-                        out[id] = Some(SparseConv { w_hwc: weights_to_hwc(&geom, &c.weight), geom, sites });
-                    }
-                    merge(&mut demand[first], alloc::vec![1u8; batch * in_size]);
-                }
-                Layer::Dense(dl) => {
-                    let read = d.iter().filter(|&&v| v != 0).count();
-                    let geom = if in_size == dl.inputs { SparseGeom::dense(dl.inputs, dl.outputs) } else { None };
-                    if let (Some(geom), true) = (geom, (read as f64) <= SPARSE_LIMIT * d.len() as f64) {
-                        let sites = d.chunks(out_size).map(|ds| Sites::from_demand(ds, dl.outputs, 1)).collect();
-                        out[id] = Some(SparseConv { w_hwc: dl.weight.clone(), geom, sites });
-                    }
-                    merge(&mut demand[first], alloc::vec![1u8; batch * in_size]);
-                }
                 _ => {
                     for &i in &node.inputs {
-                        merge(&mut demand[i], alloc::vec![1u8; batch * nodes[i].size()]);
+                        merge(&mut demand[i], alloc::vec![1u8; nodes[i].size()]);
                     }
                 }
             }
         }
-        out
+        sites
     }
 }
 

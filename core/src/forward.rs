@@ -9,6 +9,7 @@ use crate::layer::Layer;
 use crate::network::{Network, Node};
 use crate::parallel::{for_row_blocks, for_rows};
 use crate::scalar::Float;
+use crate::tangent::maxpool_argmax;
 
 /// Up to this many matrix rows, dense layers use matrix-vector products instead of a packed
 /// matrix product (which would repack the whole weight matrix for a handful of rows).
@@ -25,6 +26,9 @@ pub struct Trace<T> {
     /// Training-time dropout: `masks[id]`, when present, multiplies node `id`'s output
     /// elementwise (`[batch, node size]`, entries 0 or `1/(1−p)`); empty when no dropout ran.
     masks: Vec<Option<Vec<T>>>,
+    /// `winners[id]`, for a max-pooling node: the flat input index that wins each window,
+    /// `[batch, node size]` (found once here; every linear pass at this trace reuses it).
+    winners: Vec<Option<Vec<usize>>>,
 }
 
 impl<T: Float> Trace<T> {
@@ -50,12 +54,17 @@ impl<T: Float> Trace<T> {
         self.masks.get(id).and_then(|m| m.as_deref())
     }
 
+    /// The winning input index of every window of max-pooling node `id`, `[batch, size]`.
+    pub(crate) fn winners(&self, id: usize) -> Option<&[usize]> {
+        self.winners.get(id).and_then(|w| w.as_deref())
+    }
+
     /// The values of nodes `0..n` only (a copy): the trace of [`Network::truncated`]`(n − 1)`.
     pub fn prefix(&self, n: usize) -> Trace<T> {
         let n = n.min(self.values.len());
-        let mut masks: Vec<Option<Vec<T>>> = self.masks.iter().take(n).cloned().collect();
-        masks.truncate(n);
-        Trace { batch: self.batch, values: self.values[..n].to_vec(), masks }
+        let masks: Vec<Option<Vec<T>>> = self.masks.iter().take(n).cloned().collect();
+        let winners = self.winners.iter().take(n).cloned().collect();
+        Trace { batch: self.batch, values: self.values[..n].to_vec(), masks, winners }
     }
 
     /// A trace of samples `start..end` only (a copy), so that memory-hungry reverse passes can
@@ -72,7 +81,17 @@ impl<T: Float> Trace<T> {
         };
         let values = self.values.iter().map(slice).collect();
         let masks = self.masks.iter().map(|m| m.as_ref().map(slice)).collect();
-        Trace { batch: end - start, values, masks }
+        let winners = self
+            .winners
+            .iter()
+            .map(|w| {
+                w.as_ref().map(|w| {
+                    let per = w.len() / self.batch;
+                    w[start * per..end * per].to_vec()
+                })
+            })
+            .collect();
+        Trace { batch: end - start, values, masks, winners }
     }
 }
 
@@ -151,7 +170,16 @@ impl<T: Float> Network<T> {
             }
             values[id] = out;
         }
-        Ok(Trace { batch, values, masks })
+        let mut winners: Vec<Option<Vec<usize>>> = alloc::vec![None; nodes.len()];
+        if keep {
+            for (id, node) in nodes.iter().enumerate() {
+                if let (Layer::MaxPool2d(p), true) = (&node.layer, live[id]) {
+                    let first = node.inputs[0];
+                    winners[id] = Some(maxpool_argmax(p, &nodes[first].shape, &node.shape, &values[first], batch));
+                }
+            }
+        }
+        Ok(Trace { batch, values, masks, winners })
     }
 }
 

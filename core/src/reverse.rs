@@ -13,7 +13,7 @@ use crate::network::{Network, Node};
 use crate::parallel::{for_row_blocks, for_rows, threads};
 use crate::params::{LayerGrads, ParamGrads};
 use crate::scalar::Float;
-use crate::tangent::maxpool_argmax;
+use crate::tangent::winners;
 
 fn accumulate<T: Float>(slot: &mut Option<Vec<T>>, g: Vec<T>) {
     match slot {
@@ -109,7 +109,7 @@ impl<T: Float> Network<T> {
                     keep(dy);
                 }
                 Layer::MaxPool2d(p) => {
-                    let arg = maxpool_argmax(p, shapes[0], &node.shape, trace.value(first), batch);
+                    let arg = winners(trace, id, p, shapes[0], &node.shape, first);
                     let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
                     for (r, dxr) in dx.chunks_mut(in_size).enumerate() {
                         let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];

@@ -11,7 +11,8 @@ use crate::network::Network;
 use crate::parallel::for_rows;
 use crate::scalar::Float;
 
-/// For each sample, the flat input index that wins each max-pooling window.
+/// For each sample, the flat input index that wins each max-pooling window (samples in
+/// parallel).
 pub(crate) fn maxpool_argmax<T: Float>(
     p: &crate::layer::Pool2d,
     in_shape: &[usize],
@@ -22,18 +23,29 @@ pub(crate) fn maxpool_argmax<T: Float>(
     let in_size: usize = in_shape.iter().product();
     let out_size: usize = out_shape.iter().product();
     let mut arg = alloc::vec![0usize; batch * out_size];
-    let mut y = alloc::vec![T::ZERO; out_size];
-    for b in 0..batch {
-        pool::max_forward(
-            p,
-            in_shape,
-            out_shape,
-            &x[b * in_size..(b + 1) * in_size],
-            &mut y,
-            Some(&mut arg[b * out_size..(b + 1) * out_size]),
-        );
-    }
+    for_rows(
+        &mut arg,
+        out_size,
+        || alloc::vec![T::ZERO; out_size],
+        |y, b, a| pool::max_forward(p, in_shape, out_shape, &x[b * in_size..(b + 1) * in_size], y, Some(a)),
+    );
     arg
+}
+
+/// The winners of max-pooling node `id` at the points of `trace` (kept by the trace; found
+/// anew only for a trace that lacks them).
+pub(crate) fn winners<'a, T: Float>(
+    trace: &'a Trace<T>,
+    id: usize,
+    p: &crate::layer::Pool2d,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    input: usize,
+) -> alloc::borrow::Cow<'a, [usize]> {
+    match trace.winners(id) {
+        Some(w) => alloc::borrow::Cow::Borrowed(w),
+        None => alloc::borrow::Cow::Owned(maxpool_argmax(p, in_shape, out_shape, trace.value(input), trace.batch())),
+    }
 }
 
 impl<T: Float> Network<T> {
@@ -89,7 +101,7 @@ impl<T: Float> Network<T> {
                     out
                 }
                 Layer::MaxPool2d(p) => {
-                    let arg = maxpool_argmax(p, shapes[0], &node.shape, trace.value(node.inputs[0]), batch);
+                    let arg = winners(trace, id, p, shapes[0], &node.shape, node.inputs[0]);
                     let tin = &t[node.inputs[0]];
                     let mut out = alloc::vec![T::ZERO; batch * rows * out_size];
                     for (r, o) in out.chunks_mut(out_size).enumerate() {

@@ -177,6 +177,11 @@ impl Sites {
         Sites { start, chans }
     }
 
+    /// Number of sites.
+    pub fn len(&self) -> usize {
+        self.chans.len()
+    }
+
     fn at(&self, p: usize) -> &[u32] {
         &self.chans[self.start[p] as usize..self.start[p + 1] as usize]
     }
