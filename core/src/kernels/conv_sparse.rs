@@ -619,11 +619,17 @@ mod avx2 {
         let dp = d.as_mut_ptr();
         let mut i = 0;
         while i < full {
-            let mut v = _mm256_loadu_ps(dp.add(i));
+            // Two partial sums halve the dependency chain through the FMAs.
+            let mut a = _mm256_loadu_ps(dp.add(i));
+            let mut b = _mm256_setzero_ps();
             for j in 0..N {
-                v = _mm256_fmadd_ps(c[j], _mm256_loadu_ps(p[j].add(i)), v);
+                if j % 2 == 0 {
+                    a = _mm256_fmadd_ps(c[j], _mm256_loadu_ps(p[j].add(i)), a);
+                } else {
+                    b = _mm256_fmadd_ps(c[j], _mm256_loadu_ps(p[j].add(i)), b);
+                }
             }
-            _mm256_storeu_ps(dp.add(i), v);
+            _mm256_storeu_ps(dp.add(i), _mm256_add_ps(a, b));
             i += 8;
         }
         for t in full..n {
