@@ -28,17 +28,17 @@ use crate::tangent::winners;
 const SPARSE_LIMIT: f64 = 0.5;
 
 /// A convolution computed at its demanded sites only.
-pub(crate) struct SparseConv<T> {
+pub(crate) struct SparseConv<'a, T: Clone> {
     /// Its geometry in the padded channels-last layout.
     pub geom: SparseGeom,
-    /// Its weights reordered to `[Cout, kh, kw, Cin]`.
-    pub w_hwc: Vec<T>,
+    /// Its weights in the `[Cout, kh, kw, Cin]` order (a dense layer's own weights, borrowed).
+    pub w_hwc: Cow<'a, [T]>,
     /// The demanded sites of each sample of the trace.
     pub sites: Vec<Sites>,
 }
 
 /// For each node, `Some` when it is a convolution to compute sparsely.
-pub(crate) type SparseConvs<T> = Vec<Option<SparseConv<T>>>;
+pub(crate) type SparseConvs<'a, T> = Vec<Option<SparseConv<'a, T>>>;
 
 fn merge(slot: &mut Option<Vec<u8>>, d: Vec<u8>) {
     match slot {
@@ -51,10 +51,10 @@ impl<T: Float> Network<T> {
     /// The convolutions and dense layers that [`SparseGeom`] accepts, at most
     /// [`SPARSE_LIMIT`] of whose outputs the linear passes read at the points of `trace`, with
     /// their demanded sites (samples walked in parallel).
-    pub(crate) fn sparse_convs(&self, trace: &Trace<T>) -> SparseConvs<T> {
+    pub(crate) fn sparse_convs(&self, trace: &Trace<T>) -> SparseConvs<'_, T> {
         let nodes = self.nodes();
         let batch = trace.batch();
-        let mut out: SparseConvs<T> = (0..nodes.len()).map(|_| None).collect();
+        let mut out: SparseConvs<'_, T> = (0..nodes.len()).map(|_| None).collect();
         let geoms: Vec<Option<SparseGeom>> = nodes
             .iter()
             .enumerate()
@@ -97,8 +97,8 @@ impl<T: Float> Network<T> {
                 continue;
             }
             let w_hwc = match &nodes[id].layer {
-                Layer::Conv2d(c) => weights_to_hwc(&geom, &c.weight),
-                Layer::Dense(d) => d.weight.clone(),
+                Layer::Conv2d(c) => Cow::Owned(weights_to_hwc(&geom, &c.weight)),
+                Layer::Dense(d) => Cow::Borrowed(d.weight.as_slice()),
                 _ => unreachable!("only convolutions and dense layers have a sparse geometry"),
             };
             out[id] = Some(SparseConv { geom, w_hwc, sites });
@@ -171,7 +171,7 @@ impl<T: Float> Network<T> {
     }
 }
 
-impl<T: Float> SparseConv<T> {
+impl<T: Float> SparseConv<'_, T> {
     /// Adds the weight gradient of this layer to `weight`: inputs `x` (`[n, rows, in]`; the
     /// tangents in a tangent pass, the node's input values with `rows = 1` in a plain backward
     /// pass) and cotangents `dy` (`[n, rows, out]`, zero outside the sites). The output

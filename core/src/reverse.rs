@@ -53,7 +53,7 @@ impl<T: Float> Network<T> {
         rows: usize,
         mut params: Option<&mut ParamGrads<T>>,
         mut record: Option<&mut Vec<Option<Vec<T>>>>,
-        sparse: Option<&SparseConvs<T>>,
+        sparse: Option<&SparseConvs<'_, T>>,
     ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(cotangents, batch.saturating_mul(rows), self.num_classes(), "cotangents")?;
@@ -249,7 +249,7 @@ impl<T: Float> Network<T> {
 
 /// The input cotangents `dx` (`[batch, rows, in]`) of a layer computed at sparse sites, from
 /// its output cotangents `dy` (`[batch, rows, out]`, zero outside the sites).
-fn sparse_backward<T: Float>(sc: &SparseConv<T>, dy: &[T], dx: &mut [T]) {
+fn sparse_backward<T: Float>(sc: &SparseConv<'_, T>, dy: &[T], dx: &mut [T]) {
     let batch = sc.sites.len();
     let (per_out, per_in) = (dy.len() / batch.max(1), dx.len() / batch.max(1));
     for_rows(dx, per_in, Vec::new, |scratch, s, dxs| {

@@ -66,7 +66,7 @@ impl<T: Float> Network<T> {
         tangents: &[T],
         rows: usize,
         visit: &mut dyn FnMut(usize, &[T]),
-        sparse: Option<&SparseConvs<T>>,
+        sparse: Option<&SparseConvs<'_, T>>,
     ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(tangents, batch.saturating_mul(rows), self.input_len(), "tangents")?;
