@@ -1,16 +1,13 @@
 //! Batched logits, exact Jacobians and Prop. 3 / Cor. 2 figures on the GPU.
 
-use std::sync::{Arc, Mutex};
-
 use certify_bounds::{point_bounds, PointBounds};
 use certify_core::{Jacobians, Layer, Network};
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::shaders::{
-    self, ActivationParams, AddParams, ConvParams, DenseParams, Kernel, PoolParams, ScaleShiftParams,
-};
+use crate::runtime::Runtime;
+use crate::shaders::{self, ActivationParams, AddParams, ConvParams, DenseParams, PoolParams, ScaleShiftParams};
 
 /// Bytes of GPU memory one chunk of the batch may allocate (all node values, cotangents and
 /// read-back buffers together); larger batches run in several chunks.
@@ -71,17 +68,11 @@ struct Step {
 /// 1e-4 relative), not bit for bit; a ReLU or max-pool decision that sits within rounding of its
 /// kink can differ.
 pub struct GpuCertifier {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    faults: Arc<Mutex<crate::context::Faults>>,
-    max_binding: u64,
-    max_groups: u32,
-    pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
+    rt: Runtime,
     steps: Vec<Step>,
     classes: usize,
     input_len: usize,
     chunk: usize,
-    dummy: wgpu::Buffer,
 }
 
 impl std::fmt::Debug for GpuCertifier {
@@ -230,28 +221,10 @@ impl GpuCertifier {
             };
             steps.push(Step { op, inputs: node.inputs.clone(), size: node.size(), in_size });
         }
-        let mut pipelines = Vec::with_capacity(shaders::ALL.len());
-        for k in shaders::ALL {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(k.name),
-                source: wgpu::ShaderSource::Wgsl(k.source.into()),
-            });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(k.name),
-                layout: None,
-                module: &module,
-                entry_point: Some(k.name),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            pipelines.push((k.name, pipeline));
-        }
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Device {
-                during: "uploading weights and building pipelines".into(),
-                reason: e.to_string(),
-            });
+            return Err(Error::Device { during: "uploading weights".into(), reason: e.to_string() });
         }
+        let rt = Runtime::new(ctx, &shaders::CERTIFY)?;
         ctx.check_faults()?;
 
         let classes = net.num_classes();
@@ -273,25 +246,7 @@ impl GpuCertifier {
             });
         }
         let chunk = ((max_binding / widest_row_bytes).min(CHUNK_MEMORY_BYTES / per_input_bytes.max(1)).max(1)) as usize;
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        Ok(GpuCertifier {
-            device,
-            queue: ctx.queue.clone(),
-            faults: ctx.faults.clone(),
-            max_binding,
-            max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
-            pipelines,
-            steps,
-            classes,
-            input_len,
-            chunk,
-            dummy,
-        })
+        Ok(GpuCertifier { rt, steps, classes, input_len, chunk })
     }
 
     /// Inputs per GPU chunk: batches larger than this run in several submissions.
@@ -350,65 +305,6 @@ impl GpuCertifier {
         Ok((0..batch).map(|b| point_bounds(j.logits_of(b), j.jacobian_of(b), &x[b * d..(b + 1) * d])).collect())
     }
 
-    fn pipeline(&self, k: &Kernel) -> &wgpu::ComputePipeline {
-        &self.pipelines.iter().find(|(n, _)| *n == k.name).expect("every kernel has a pipeline").1
-    }
-
-    fn storage(&self, values: usize, what: &str) -> Result<wgpu::Buffer> {
-        let bytes = (values.max(1) * 4) as u64;
-        if bytes > self.max_binding {
-            return Err(Error::TooLarge { what: what.into(), bytes, limit: self.max_binding });
-        }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(what),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        }))
-    }
-
-    /// Records one dispatch of `kernel` over `n` invocations.
-    fn dispatch<P: bytemuck::Pod>(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        kernel: &Kernel,
-        params: &P,
-        buffers: &[&wgpu::Buffer],
-        n: usize,
-    ) -> Result<()> {
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(kernel.uniform),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let pipeline = self.pipeline(kernel);
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let groups = (n as u64).div_ceil(shaders::WORKGROUP as u64).max(1);
-        let gx = groups.min(self.max_groups as u64);
-        let gy = groups.div_ceil(gx);
-        if gy > self.max_groups as u64 {
-            return Err(Error::TooLarge {
-                what: format!("{} workgroups of kernel {}", groups, kernel.name),
-                bytes: groups,
-                limit: self.max_groups as u64 * self.max_groups as u64,
-            });
-        }
-        let mut pass =
-            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
-        Ok(())
-    }
-
     /// `slot += g` (or `slot = g` when empty), as the CPU reverse pass accumulates cotangents.
     fn accumulate(
         &self,
@@ -420,8 +316,8 @@ impl GpuCertifier {
         match slot.take() {
             None => *slot = Some(g),
             Some(acc) => {
-                let sum = self.storage(n, "accumulated cotangents")?;
-                self.dispatch(
+                let sum = self.rt.storage(n, "accumulated cotangents")?;
+                self.rt.dispatch(
                     enc,
                     &shaders::ADD,
                     &AddParams { n: n as u32, ..Default::default() },
@@ -442,13 +338,13 @@ impl GpuCertifier {
         let rows = b * k;
         let n_nodes = self.steps.len();
         let out_id = n_nodes - 1;
-        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.rt.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.rt.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("certify chunk") });
+            self.rt.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("certify chunk") });
         let mut values: Vec<Option<wgpu::Buffer>> = vec![None; n_nodes];
         let mut args: Vec<Option<wgpu::Buffer>> = vec![None; n_nodes];
-        values[0] = Some(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        values[0] = Some(self.rt.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("input batch"),
             contents: bytemuck::cast_slice(x),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
@@ -464,50 +360,50 @@ impl GpuCertifier {
                 Op::Input => unreachable!("node 0 is the only input"),
                 Op::Alias => value(&values, step.inputs[0]),
                 Op::Conv { geom, weight, bias } => {
-                    let y = self.storage(n, "convolution output")?;
+                    let y = self.rt.storage(n, "convolution output")?;
                     let p = ConvParams { rows: b as u32, ..*geom };
                     let xb = value(&values, step.inputs[0]);
-                    self.dispatch(
+                    self.rt.dispatch(
                         &mut enc,
                         &shaders::CONV_FORWARD,
                         &p,
-                        &[&xb, weight, bias.as_ref().unwrap_or(&self.dummy), &y],
+                        &[&xb, weight, bias.as_ref().unwrap_or(&self.rt.dummy), &y],
                         n,
                     )?;
                     y
                 }
                 Op::Dense { inputs, outputs, weight, bias } => {
-                    let y = self.storage(n, "dense output")?;
+                    let y = self.rt.storage(n, "dense output")?;
                     let m = (b * step.in_size / *inputs as usize) as u32;
                     let p = DenseParams { m, inputs: *inputs, outputs: *outputs, has_bias: bias.is_some() as u32 };
                     let xb = value(&values, step.inputs[0]);
-                    self.dispatch(
+                    self.rt.dispatch(
                         &mut enc,
                         &shaders::DENSE_FORWARD,
                         &p,
-                        &[&xb, weight, bias.as_ref().unwrap_or(&self.dummy), &y],
+                        &[&xb, weight, bias.as_ref().unwrap_or(&self.rt.dummy), &y],
                         n,
                     )?;
                     y
                 }
                 Op::MaxPool(geom) => {
-                    let y = self.storage(n, "max-pool output")?;
-                    let a = self.storage(n, "max-pool winners")?;
+                    let y = self.rt.storage(n, "max-pool output")?;
+                    let a = self.rt.storage(n, "max-pool winners")?;
                     let p = PoolParams { rows: b as u32, rows_per_sample: 1, ..*geom };
                     let xb = value(&values, step.inputs[0]);
-                    self.dispatch(&mut enc, &shaders::MAXPOOL_FORWARD, &p, &[&xb, &y, &a], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::MAXPOOL_FORWARD, &p, &[&xb, &y, &a], n)?;
                     args[id] = Some(a);
                     y
                 }
                 Op::AvgPool(geom) => {
-                    let y = self.storage(n, "average-pool output")?;
+                    let y = self.rt.storage(n, "average-pool output")?;
                     let p = PoolParams { rows: b as u32, rows_per_sample: 1, ..*geom };
                     let xb = value(&values, step.inputs[0]);
-                    self.dispatch(&mut enc, &shaders::AVGPOOL_FORWARD, &p, &[&xb, &y], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::AVGPOOL_FORWARD, &p, &[&xb, &y], n)?;
                     y
                 }
                 Op::Activation { kind, alpha, lo, hi } => {
-                    let y = self.storage(n, "activation output")?;
+                    let y = self.rt.storage(n, "activation output")?;
                     let p = ActivationParams {
                         n: n as u32,
                         size: step.size as u32,
@@ -519,20 +415,20 @@ impl GpuCertifier {
                         _pad0: 0,
                     };
                     let xb = value(&values, step.inputs[0]);
-                    self.dispatch(&mut enc, &shaders::ACTIVATION_FORWARD, &p, &[&xb, &y], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::ACTIVATION_FORWARD, &p, &[&xb, &y], n)?;
                     y
                 }
                 Op::ScaleShift { scale, shift, inner } => {
-                    let y = self.storage(n, "affine output")?;
+                    let y = self.rt.storage(n, "affine output")?;
                     let p = ScaleShiftParams { n: n as u32, size: step.size as u32, inner: *inner, use_shift: 1 };
                     let xb = value(&values, step.inputs[0]);
-                    self.dispatch(&mut enc, &shaders::SCALE_SHIFT, &p, &[&xb, scale, shift, &y], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::SCALE_SHIFT, &p, &[&xb, scale, shift, &y], n)?;
                     y
                 }
                 Op::Add => {
-                    let y = self.storage(n, "sum")?;
+                    let y = self.rt.storage(n, "sum")?;
                     let (a, c) = (value(&values, step.inputs[0]), value(&values, step.inputs[1]));
-                    self.dispatch(
+                    self.rt.dispatch(
                         &mut enc,
                         &shaders::ADD,
                         &AddParams { n: n as u32, ..Default::default() },
@@ -550,7 +446,7 @@ impl GpuCertifier {
             eye[r * k + r % k] = 1.0;
         }
         let mut grads: Vec<Option<wgpu::Buffer>> = vec![None; n_nodes];
-        grads[out_id] = Some(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        grads[out_id] = Some(self.rt.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("unit cotangents"),
             contents: bytemuck::cast_slice(&eye),
             // COPY_SRC: for a network that is the identity, these are the Jacobian rows.
@@ -569,33 +465,33 @@ impl GpuCertifier {
                     dy
                 }
                 Op::Conv { geom, weight, .. } => {
-                    let dx = self.storage(n, "convolution input gradient")?;
+                    let dx = self.rt.storage(n, "convolution input gradient")?;
                     let p = ConvParams { rows: rows as u32, has_bias: 0, ..*geom };
-                    self.dispatch(&mut enc, &shaders::CONV_BACKWARD, &p, &[&dy, weight, &dx], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::CONV_BACKWARD, &p, &[&dy, weight, &dx], n)?;
                     dx
                 }
                 Op::Dense { inputs, outputs, weight, .. } => {
-                    let dx = self.storage(n, "dense input gradient")?;
+                    let dx = self.rt.storage(n, "dense input gradient")?;
                     let m = (rows * step.in_size / *inputs as usize) as u32;
                     let p = DenseParams { m, inputs: *inputs, outputs: *outputs, has_bias: 0 };
-                    self.dispatch(&mut enc, &shaders::DENSE_BACKWARD, &p, &[&dy, weight, &dx], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::DENSE_BACKWARD, &p, &[&dy, weight, &dx], n)?;
                     dx
                 }
                 Op::MaxPool(geom) => {
-                    let dx = self.storage(n, "max-pool input gradient")?;
+                    let dx = self.rt.storage(n, "max-pool input gradient")?;
                     let p = PoolParams { rows: rows as u32, rows_per_sample: k as u32, ..*geom };
                     let a = args[id].clone().expect("max-pool winners are recorded in the forward pass");
-                    self.dispatch(&mut enc, &shaders::MAXPOOL_BACKWARD, &p, &[&dy, &a, &dx], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::MAXPOOL_BACKWARD, &p, &[&dy, &a, &dx], n)?;
                     dx
                 }
                 Op::AvgPool(geom) => {
-                    let dx = self.storage(n, "average-pool input gradient")?;
+                    let dx = self.rt.storage(n, "average-pool input gradient")?;
                     let p = PoolParams { rows: rows as u32, rows_per_sample: k as u32, ..*geom };
-                    self.dispatch(&mut enc, &shaders::AVGPOOL_BACKWARD, &p, &[&dy, &dx], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::AVGPOOL_BACKWARD, &p, &[&dy, &dx], n)?;
                     dx
                 }
                 Op::Activation { kind, alpha, lo, hi } => {
-                    let dx = self.storage(n, "activation input gradient")?;
+                    let dx = self.rt.storage(n, "activation input gradient")?;
                     let p = ActivationParams {
                         n: n as u32,
                         size: step.in_size as u32,
@@ -607,13 +503,13 @@ impl GpuCertifier {
                         _pad0: 0,
                     };
                     let primal = value(&values, first);
-                    self.dispatch(&mut enc, &shaders::ACTIVATION_BACKWARD, &p, &[&dy, &primal, &dx], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::ACTIVATION_BACKWARD, &p, &[&dy, &primal, &dx], n)?;
                     dx
                 }
                 Op::ScaleShift { scale, shift, inner } => {
-                    let dx = self.storage(n, "affine input gradient")?;
+                    let dx = self.rt.storage(n, "affine input gradient")?;
                     let p = ScaleShiftParams { n: n as u32, size: step.in_size as u32, inner: *inner, use_shift: 0 };
-                    self.dispatch(&mut enc, &shaders::SCALE_SHIFT, &p, &[&dy, scale, shift, &dx], n)?;
+                    self.rt.dispatch(&mut enc, &shaders::SCALE_SHIFT, &p, &[&dy, scale, shift, &dx], n)?;
                     dx
                 }
             };
@@ -622,74 +518,21 @@ impl GpuCertifier {
         // An input that does not reach the output has a zero Jacobian (fresh buffers are zero).
         let jac = match grads[0].take() {
             Some(g) => g,
-            None => self.storage(rows * d, "zero Jacobian")?,
+            None => self.rt.storage(rows * d, "zero Jacobian")?,
         };
         let logits = value(&values, out_id);
-        let read_logits = self.readback_buffer(b * k)?;
-        let read_jac = self.readback_buffer(rows * d)?;
+        let read_logits = self.rt.readback_buffer(b * k)?;
+        let read_jac = self.rt.readback_buffer(rows * d)?;
         enc.copy_buffer_to_buffer(&logits, 0, &read_logits, 0, (b * k * 4) as u64);
         enc.copy_buffer_to_buffer(&jac, 0, &read_jac, 0, (rows * d * 4) as u64);
-        self.queue.submit([enc.finish()]);
+        self.rt.queue.submit([enc.finish()]);
         let oom = pollster::block_on(oom.pop());
         let validation = pollster::block_on(validation.pop());
         if let Some(e) = oom.or(validation) {
             return Err(Error::Device { during: "running the certification kernels".into(), reason: e.to_string() });
         }
-        let l = self.read(&read_logits, b * k)?;
-        let j = self.read(&read_jac, rows * d)?;
+        let l = self.rt.read(&read_logits, b * k)?;
+        let j = self.rt.read(&read_jac, rows * d)?;
         Ok((l, j))
-    }
-
-    fn readback_buffer(&self, values: usize) -> Result<wgpu::Buffer> {
-        let bytes = (values.max(1) * 4) as u64;
-        if bytes > self.max_binding {
-            return Err(Error::TooLarge { what: "read-back buffer".into(), bytes, limit: self.max_binding });
-        }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("read-back"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
-    }
-
-    /// Maps a read-back buffer after the queue has finished and copies `values` floats out.
-    fn read(&self, buf: &wgpu::Buffer, values: usize) -> Result<Vec<f32>> {
-        let slot: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
-        let s = slot.clone();
-        let bytes = (values * 4) as u64;
-        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            if let Ok(mut g) = s.lock() {
-                *g = Some(r);
-            }
-        });
-        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
-        self.check_lost()?;
-        polled.map_err(|e| Error::Readback { reason: e.to_string() })?;
-        let mapped = slot.lock().map_err(|_| Error::Readback { reason: "callback state poisoned".into() })?.take();
-        match mapped {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::Readback { reason: e.to_string() }),
-            None => {
-                return Err(Error::Readback { reason: "the buffer was not mapped after the queue finished".into() })
-            }
-        }
-        let out = {
-            let view = buf.get_mapped_range(0..bytes).map_err(|e| Error::Readback { reason: e.to_string() })?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-        };
-        buf.unmap();
-        Ok(out)
-    }
-
-    fn check_lost(&self) -> Result<()> {
-        let g = self.faults.lock().map_err(|_| Error::DeviceLost { reason: "fault state poisoned".into() })?;
-        if let Some(reason) = &g.lost {
-            return Err(Error::DeviceLost { reason: reason.clone() });
-        }
-        if let Some(reason) = &g.uncaptured {
-            return Err(Error::Device { during: "an earlier command".into(), reason: reason.clone() });
-        }
-        Ok(())
     }
 }

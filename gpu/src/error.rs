@@ -74,6 +74,17 @@ pub enum Error {
         /// Output values per sample.
         classes: usize,
     },
+    /// The network or objective cannot be trained on the GPU.
+    #[error("node `{node}`: {reason}; train this model on the CPU (--device cpu)")]
+    NotTrainable {
+        /// The node (or `objective`).
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// An error of the core library (an invalid objective, a non-finite training step, …).
+    #[error(transparent)]
+    Core(#[from] certify_core::Error),
 }
 
 /// `Result` with [`Error`].

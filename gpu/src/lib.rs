@@ -35,8 +35,11 @@
 mod certifier;
 mod context;
 mod error;
+mod runtime;
 pub mod shaders;
+mod trainer;
 
 pub use certifier::{GpuCertifier, CHUNK_MEMORY_BYTES};
 pub use context::GpuContext;
 pub use error::{Error, Result};
+pub use trainer::{GpuOptimizer, GpuTrainer, TRAIN_CHUNK_BYTES};

@@ -60,8 +60,27 @@ pub const SCALE_SHIFT: Kernel = kernel!("scale_shift", "ScaleShiftParams");
 /// Elementwise sum.
 pub const ADD: Kernel = kernel!("add", "AddParams");
 
-/// Every kernel, in a fixed order.
-pub const ALL: [Kernel; 12] = [
+/// Convolution parameter gradient (per split of the rows).
+pub const CONV_WEIGHT_GRAD: Kernel = kernel!("conv_weight_grad", "ConvParams", "conv");
+/// Dense parameter gradient (per split of the rows).
+pub const DENSE_WEIGHT_GRAD: Kernel = kernel!("dense_weight_grad", "DenseGradParams");
+/// Sum of per-split partial gradients, with a non-finite flag.
+pub const REDUCE_PARTIALS: Kernel = kernel!("reduce_partials", "ReduceParams");
+/// Max pooling tangent at fixed winners.
+pub const MAXPOOL_TANGENT: Kernel = kernel!("maxpool_tangent", "PoolParams", "pool");
+/// Rows times their sample's dropout mask.
+pub const MASK_MULTIPLY: Kernel = kernel!("mask_multiply", "MaskParams");
+/// Counter-based inverted dropout (mask and thinned values).
+pub const DROPOUT: Kernel = kernel!("dropout", "DropoutParams");
+/// Softmax cross-entropy: logit cotangents and per-sample loss / correctness.
+pub const SOFTMAX_CE: Kernel = kernel!("softmax_ce", "CeParams");
+/// Squared norm of each row.
+pub const ROW_SUMSQ: Kernel = kernel!("row_sumsq", "SumsqParams");
+/// SGD / SGD with momentum / Adam / RMSProp update.
+pub const OPTIMIZER_STEP: Kernel = kernel!("optimizer_step", "OptParams");
+
+/// The kernels of batched certification.
+pub const CERTIFY: [Kernel; 12] = [
     CONV_FORWARD,
     CONV_BACKWARD,
     DENSE_FORWARD,
@@ -74,6 +93,54 @@ pub const ALL: [Kernel; 12] = [
     ACTIVATION_BACKWARD,
     SCALE_SHIFT,
     ADD,
+];
+
+/// The kernels of training (forward, reverse and tangent passes, gradients, optimizers).
+pub const TRAIN: [Kernel; 19] = [
+    CONV_FORWARD,
+    CONV_BACKWARD,
+    CONV_WEIGHT_GRAD,
+    DENSE_FORWARD,
+    DENSE_BACKWARD,
+    DENSE_WEIGHT_GRAD,
+    MAXPOOL_FORWARD,
+    MAXPOOL_BACKWARD,
+    MAXPOOL_TANGENT,
+    AVGPOOL_FORWARD,
+    AVGPOOL_BACKWARD,
+    ACTIVATION_BACKWARD,
+    ACTIVATION_FORWARD,
+    REDUCE_PARTIALS,
+    MASK_MULTIPLY,
+    DROPOUT,
+    SOFTMAX_CE,
+    ROW_SUMSQ,
+    OPTIMIZER_STEP,
+];
+
+/// Every kernel, in a fixed order.
+pub const ALL: [Kernel; 21] = [
+    CONV_FORWARD,
+    CONV_BACKWARD,
+    DENSE_FORWARD,
+    DENSE_BACKWARD,
+    MAXPOOL_FORWARD,
+    MAXPOOL_BACKWARD,
+    AVGPOOL_FORWARD,
+    AVGPOOL_BACKWARD,
+    ACTIVATION_FORWARD,
+    ACTIVATION_BACKWARD,
+    SCALE_SHIFT,
+    ADD,
+    CONV_WEIGHT_GRAD,
+    DENSE_WEIGHT_GRAD,
+    REDUCE_PARTIALS,
+    MAXPOOL_TANGENT,
+    MASK_MULTIPLY,
+    DROPOUT,
+    SOFTMAX_CE,
+    ROW_SUMSQ,
+    OPTIMIZER_STEP,
 ];
 
 /// Workgroup size of every kernel (`@workgroup_size(64)`).
@@ -115,14 +182,14 @@ pub struct ConvParams {
     pub dil_x: u32,
     /// Groups.
     pub groups: u32,
-    /// 1 when the bias is added (forward only).
+    /// 1 when the bias is added (forward) or its gradient computed (`conv_weight_grad`).
     pub has_bias: u32,
+    /// `conv_weight_grad`: splits of the rows (one partial sum each).
+    pub splits: u32,
+    /// `conv_weight_grad`: rows per split.
+    pub split_rows: u32,
     /// Padding to a multiple of 16 bytes.
     pub _pad0: u32,
-    /// Padding.
-    pub _pad1: u32,
-    /// Padding.
-    pub _pad2: u32,
 }
 
 /// `DenseParams` of `dense_forward` / `dense_backward`.
@@ -227,6 +294,152 @@ pub struct AddParams {
     pub _pad2: u32,
 }
 
+/// `DenseGradParams` of `dense_weight_grad`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DenseGradParams {
+    /// Matrix rows summed over.
+    pub m: u32,
+    /// Input features.
+    pub inputs: u32,
+    /// Output features.
+    pub outputs: u32,
+    /// 1 to compute the bias gradient too.
+    pub has_bias: u32,
+    /// Splits of the rows (one partial sum each).
+    pub splits: u32,
+    /// Rows per split.
+    pub split_rows: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
+/// `ReduceParams` of `reduce_partials`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ReduceParams {
+    /// Values per split (parameters of the layer).
+    pub n: u32,
+    /// Splits to sum.
+    pub splits: u32,
+    /// 1 to add to the output's current values.
+    pub accumulate: u32,
+    /// Padding.
+    pub _pad0: u32,
+}
+
+/// `MaskParams` of `mask_multiply`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MaskParams {
+    /// Values in the buffer (rows × size).
+    pub n: u32,
+    /// Values per row.
+    pub size: u32,
+    /// Rows per sample (the mask has one row per sample).
+    pub rows_per_sample: u32,
+    /// Padding.
+    pub _pad0: u32,
+}
+
+/// `DropoutParams` of `dropout`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct DropoutParams {
+    /// Values in the chunk (samples × node size).
+    pub n: u32,
+    /// Mini-batch index of the chunk's first value (first sample × node size).
+    pub first: u32,
+    /// The dropout site (its node id).
+    pub site: u32,
+    /// Values whose 32 random bits are below this are dropped: round(rate·2³²).
+    pub threshold: u32,
+    /// Low 32 bits of the seed.
+    pub seed_lo: u32,
+    /// High 32 bits of the seed.
+    pub seed_hi: u32,
+    /// Low 32 bits of the step number.
+    pub step_lo: u32,
+    /// High 32 bits of the step number.
+    pub step_hi: u32,
+    /// Scale of kept values, 1/(1 − rate).
+    pub keep: f32,
+    /// Padding.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+    /// Padding.
+    pub _pad2: u32,
+}
+
+/// `CeParams` of `softmax_ce`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct CeParams {
+    /// Samples.
+    pub batch: u32,
+    /// Logits per sample.
+    pub classes: u32,
+    /// Factor of the cotangents (1/B for the mean form, 1 for the sum form).
+    pub scale: f32,
+    /// Padding.
+    pub _pad0: u32,
+}
+
+/// `SumsqParams` of `row_sumsq`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SumsqParams {
+    /// Rows.
+    pub rows: u32,
+    /// Values per row.
+    pub len: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
+/// `OptParams` of `optimizer_step`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct OptParams {
+    /// Parameters of the layer (weights then biases).
+    pub n: u32,
+    /// Weights among them.
+    pub n_weight: u32,
+    /// 0 SGD, 1 SGD with momentum, 2 Adam, 3 RMSProp.
+    pub kind: u32,
+    /// 1 to keep the weights (not the biases) fixed.
+    pub freeze_weight: u32,
+    /// Learning rate.
+    pub lr: f32,
+    /// Adam β₁.
+    pub beta1: f32,
+    /// Adam β₂.
+    pub beta2: f32,
+    /// Adam / RMSProp ε.
+    pub eps: f32,
+    /// Adam: lr/(1 − β₁ᵗ).
+    pub step_size: f32,
+    /// Adam: sqrt(1 − β₂ᵗ).
+    pub sqrt_c2: f32,
+    /// Factor of the penalty gradient.
+    pub pen_coef: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// RMSProp smoothing constant.
+    pub alpha: f32,
+    /// 1 when a penalty gradient is added.
+    pub has_pen: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
 /// The host-side layout of one uniform struct: its WGSL name, size in bytes, and each field's
 /// name and byte offset (from `core::mem::offset_of!`), for checking against the shaders.
 #[derive(Clone, Debug)]
@@ -270,9 +483,9 @@ pub fn host_layouts() -> Vec<HostLayout> {
             dil_x,
             groups,
             has_bias,
-            _pad0,
-            _pad1,
-            _pad2
+            splits,
+            split_rows,
+            _pad0
         }),
         layout!(DenseParams { m, inputs, outputs, has_bias }),
         layout!(PoolParams {
@@ -296,5 +509,42 @@ pub fn host_layouts() -> Vec<HostLayout> {
         layout!(ActivationParams { n, size, rows_per_sample, kind, alpha, lo, hi, _pad0 }),
         layout!(ScaleShiftParams { n, size, inner, use_shift }),
         layout!(AddParams { n, _pad0, _pad1, _pad2 }),
+        layout!(DenseGradParams { m, inputs, outputs, has_bias, splits, split_rows, _pad0, _pad1 }),
+        layout!(ReduceParams { n, splits, accumulate, _pad0 }),
+        layout!(MaskParams { n, size, rows_per_sample, _pad0 }),
+        layout!(DropoutParams {
+            n,
+            first,
+            site,
+            threshold,
+            seed_lo,
+            seed_hi,
+            step_lo,
+            step_hi,
+            keep,
+            _pad0,
+            _pad1,
+            _pad2
+        }),
+        layout!(CeParams { batch, classes, scale, _pad0 }),
+        layout!(SumsqParams { rows, len, _pad0, _pad1 }),
+        layout!(OptParams {
+            n,
+            n_weight,
+            kind,
+            freeze_weight,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            step_size,
+            sqrt_c2,
+            pen_coef,
+            momentum,
+            alpha,
+            has_pen,
+            _pad0,
+            _pad1
+        }),
     ]
 }

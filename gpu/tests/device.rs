@@ -14,7 +14,7 @@ use certify_core::{Affine, BatchNorm, Conv2d, Dense, Layer, Network, Pool2d};
 use certify_gpu::{Error, GpuCertifier, GpuContext};
 
 /// The device, or `None` (with the reason printed) when there is none and `REQUIRE_GPU` is not 1.
-fn context() -> Option<GpuContext> {
+pub(crate) fn context() -> Option<GpuContext> {
     match GpuContext::new() {
         Ok(c) => Some(c),
         Err(e) => {
@@ -27,11 +27,11 @@ fn context() -> Option<GpuContext> {
     }
 }
 
-fn uniform(rng: &mut Rng, n: usize, s: f64) -> Vec<f32> {
+pub(crate) fn uniform(rng: &mut Rng, n: usize, s: f64) -> Vec<f32> {
     (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * s) as f32).collect()
 }
 
-fn assert_close(what: &str, gpu: &[f32], cpu: &[f32]) {
+pub(crate) fn assert_close(what: &str, gpu: &[f32], cpu: &[f32]) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
     let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
     let floor = 1e-2 * scale;
@@ -66,7 +66,7 @@ fn single(input: &[usize], layer: Layer<f32>) -> Network<f32> {
     net
 }
 
-fn conv(rng: &mut Rng, cin: usize, cout: usize, k: [usize; 2], groups: usize, bias: bool) -> Conv2d<f32> {
+pub(crate) fn conv(rng: &mut Rng, cin: usize, cout: usize, k: [usize; 2], groups: usize, bias: bool) -> Conv2d<f32> {
     Conv2d {
         weight: uniform(rng, cout * (cin / groups) * k[0] * k[1], 0.5),
         bias: bias.then(|| uniform(rng, cout, 0.5)),

@@ -6,3 +6,4 @@
 
 mod device;
 mod shaders;
+mod train;

@@ -97,3 +97,34 @@ impl Rng {
         }
     }
 }
+
+/// A 32-bit integer finaliser (xor-shift / multiply rounds), the mixing step of
+/// [`counter_bits`].
+fn mix32(v: u32) -> u32 {
+    let mut x = v;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// 32 random bits for value `index` of dropout site `site` at training step `step` of a run
+/// seeded with `seed`: a counter-based generator (a hash of the four numbers), so any value can
+/// be drawn independently of the others, in any order. The GPU trainer's `dropout` kernel
+/// computes the same bits, so CPU and GPU can draw identical masks.
+pub fn counter_bits(seed: u64, step: u64, site: u32, index: u32) -> u32 {
+    let mut h = mix32(seed as u32 ^ 0x9e37_79b9);
+    h = mix32(h ^ (seed >> 32) as u32);
+    h = mix32(h ^ step as u32);
+    h = mix32(h ^ (step >> 32) as u32);
+    h = mix32(h ^ site);
+    mix32(h ^ index)
+}
+
+/// The [`counter_bits`] threshold of dropout rate `rate` in `[0, 1)`: a value is dropped when
+/// its bits are below `round(rate·2³²)`.
+pub fn dropout_threshold(rate: f64) -> u32 {
+    libm::round(rate * 4_294_967_296.0).clamp(0.0, u32::MAX as f64) as u32
+}

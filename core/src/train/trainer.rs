@@ -10,7 +10,7 @@ use crate::network::{Network, NodeId};
 use crate::scalar::Float;
 use crate::train::objective::{Objective, ObjectiveStats};
 use crate::train::optim::Optimizer;
-use crate::train::rng::Rng;
+use crate::train::rng::{counter_bits, dropout_threshold, Rng};
 
 /// Training-time dropout on the output of one node: each value is zeroed with probability
 /// `rate` and the survivors scaled by `1/(1 − rate)` (inverted dropout, as PyTorch).
@@ -44,6 +44,47 @@ pub fn dropout_masks<T: Float>(
         }
         let keep = T::from_f64(1.0 / (1.0 - s.rate));
         let m = (0..batch * node.size()).map(|_| if rng.uniform() < s.rate { T::ZERO } else { keep }).collect();
+        masks[s.node] = Some(m);
+    }
+    Ok(masks)
+}
+
+/// Dropout masks drawn with the counter-based generator [`counter_bits`] instead of a sequential
+/// stream: value `i` of sample `s` at site `node` is kept when
+/// `counter_bits(seed, step, node, s·size + i) ≥ dropout_threshold(rate)`. These are the masks
+/// the GPU trainer draws, so a CPU step with them is the reference for a GPU step. Errors like
+/// [`dropout_masks`], and when `batch × node size` exceeds `u32::MAX`.
+pub fn counter_dropout_masks<T: Float>(
+    net: &Network<T>,
+    sites: &[DropoutSite],
+    batch: usize,
+    seed: u64,
+    step: u64,
+) -> Result<Vec<Option<Vec<T>>>> {
+    let mut masks: Vec<Option<Vec<T>>> = alloc::vec![None; net.nodes().len()];
+    for s in sites {
+        let node = net.nodes().get(s.node).ok_or(Error::Topology { node: "dropout".into(), input: s.node })?;
+        if !(0.0..1.0).contains(&s.rate) {
+            return Err(Error::Parameter {
+                node: node.name.clone(),
+                reason: alloc::format!("dropout rate {} outside [0, 1)", s.rate),
+            });
+        }
+        if s.rate == 0.0 {
+            continue;
+        }
+        let n = batch * node.size();
+        if n > u32::MAX as usize {
+            return Err(Error::Parameter {
+                node: node.name.clone(),
+                reason: alloc::format!("{n} dropout values in one mini-batch (at most 2³² − 1)"),
+            });
+        }
+        let keep = T::from_f64(1.0 / (1.0 - s.rate));
+        let threshold = dropout_threshold(s.rate);
+        let m = (0..n as u32)
+            .map(|i| if counter_bits(seed, step, s.node as u32, i) < threshold { T::ZERO } else { keep })
+            .collect();
         masks[s.node] = Some(m);
     }
     Ok(masks)

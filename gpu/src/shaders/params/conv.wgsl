@@ -19,8 +19,8 @@ struct ConvParams {
     dil_x: u32,
     groups: u32,
     has_bias: u32,
+    splits: u32,
+    split_rows: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 

@@ -1,0 +1,202 @@
+//! What every GPU engine shares: the device and queue, one compute pipeline per kernel, buffer
+//! creation within the adapter's limits, kernel dispatch and reading results back.
+
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::context::{Faults, GpuContext};
+use crate::error::{Error, Result};
+use crate::shaders::{self, Kernel};
+
+/// The device plumbing of one engine (certifier or trainer).
+pub(crate) struct Runtime {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    faults: Arc<Mutex<Faults>>,
+    pub max_binding: u64,
+    max_groups: u32,
+    pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
+    /// A 16-byte buffer for bindings a kernel does not read (e.g. a missing bias).
+    pub dummy: wgpu::Buffer,
+}
+
+impl Runtime {
+    /// Builds a pipeline for each of `kernels` on the device of `ctx`.
+    pub fn new(ctx: &GpuContext, kernels: &[Kernel]) -> Result<Self> {
+        ctx.check_faults()?;
+        let device = ctx.device.clone();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut pipelines = Vec::with_capacity(kernels.len());
+        for k in kernels {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(k.name),
+                source: wgpu::ShaderSource::Wgsl(k.source.into()),
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.name),
+                layout: None,
+                module: &module,
+                entry_point: Some(k.name),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            pipelines.push((k.name, pipeline));
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device { during: "building the compute pipelines".into(), reason: e.to_string() });
+        }
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Runtime {
+            device,
+            queue: ctx.queue.clone(),
+            faults: ctx.faults.clone(),
+            max_binding: ctx.max_binding_bytes(),
+            max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
+            pipelines,
+            dummy,
+        })
+    }
+
+    fn pipeline(&self, k: &Kernel) -> Result<&wgpu::ComputePipeline> {
+        self.pipelines.iter().find(|(n, _)| *n == k.name).map(|(_, p)| p).ok_or_else(|| Error::Device {
+            during: format!("dispatching {}", k.name),
+            reason: "no pipeline was built for this kernel".into(),
+        })
+    }
+
+    /// Errors with [`Error::TooLarge`] when `bytes` exceed the adapter's binding limit.
+    pub fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
+        if bytes > self.max_binding {
+            return Err(Error::TooLarge { what: what.into(), bytes, limit: self.max_binding });
+        }
+        Ok(())
+    }
+
+    /// A zeroed storage buffer of `values` 4-byte values (at least one), copyable both ways.
+    pub fn storage(&self, values: usize, what: &str) -> Result<wgpu::Buffer> {
+        let bytes = (values.max(1) * 4) as u64;
+        self.check_size(bytes, what)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data` (a 0.0 placeholder when empty), copyable both ways.
+    pub fn upload<T: bytemuck::Pod + Default>(&self, data: &[T], what: &str) -> Result<wgpu::Buffer> {
+        let bytes = (data.len().max(1) * std::mem::size_of::<T>()) as u64;
+        self.check_size(bytes, what)?;
+        let one = [T::default()];
+        let contents: &[T] = if data.is_empty() { &one } else { data };
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(what),
+            contents: bytemuck::cast_slice(contents),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        }))
+    }
+
+    /// Records one dispatch of `kernel` over `n` invocations, its uniform struct `params` at
+    /// binding 0 and `buffers` at bindings 1, 2, ….
+    pub fn dispatch<P: bytemuck::Pod>(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        n: usize,
+    ) -> Result<()> {
+        let groups = (n as u64).div_ceil(shaders::WORKGROUP as u64).max(1);
+        let gx = groups.min(self.max_groups as u64);
+        let gy = groups.div_ceil(gx);
+        if gy > self.max_groups as u64 {
+            return Err(Error::TooLarge {
+                what: format!("{} workgroups of kernel {}", groups, kernel.name),
+                bytes: groups,
+                limit: self.max_groups as u64 * self.max_groups as u64,
+            });
+        }
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.uniform),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let pipeline = self.pipeline(kernel)?;
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+        Ok(())
+    }
+
+    /// A host-mappable buffer of `values` 4-byte values to copy results into.
+    pub fn readback_buffer(&self, values: usize) -> Result<wgpu::Buffer> {
+        let bytes = (values.max(1) * 4) as u64;
+        self.check_size(bytes, "read-back buffer")?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Maps a read-back buffer after the queue has finished and copies `values` 4-byte values
+    /// out.
+    pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, values: usize) -> Result<Vec<T>> {
+        let slot: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
+        let s = slot.clone();
+        let bytes = (values.max(1) * 4) as u64;
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            if let Ok(mut g) = s.lock() {
+                *g = Some(r);
+            }
+        });
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check_lost()?;
+        polled.map_err(|e| Error::Readback { reason: e.to_string() })?;
+        let mapped = slot.lock().map_err(|_| Error::Readback { reason: "callback state poisoned".into() })?.take();
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Readback { reason: e.to_string() }),
+            None => {
+                return Err(Error::Readback { reason: "the buffer was not mapped after the queue finished".into() })
+            }
+        }
+        let out = {
+            let view = buf.get_mapped_range(0..bytes).map_err(|e| Error::Readback { reason: e.to_string() })?;
+            bytemuck::cast_slice::<u8, T>(&view)[..values].to_vec()
+        };
+        buf.unmap();
+        Ok(out)
+    }
+
+    /// Errors when the device has been lost or wgpu reported an error outside a scope.
+    pub fn check_lost(&self) -> Result<()> {
+        let g = self.faults.lock().map_err(|_| Error::DeviceLost { reason: "fault state poisoned".into() })?;
+        if let Some(reason) = &g.lost {
+            return Err(Error::DeviceLost { reason: reason.clone() });
+        }
+        if let Some(reason) = &g.uncaptured {
+            return Err(Error::Device { during: "an earlier command".into(), reason: reason.clone() });
+        }
+        Ok(())
+    }
+}

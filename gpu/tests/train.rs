@@ -1,0 +1,311 @@
+//! GPU training against the CPU reference: one step from the same weights, batch, seed and
+//! dropout masks (`counter_dropout_masks`, the masks the GPU draws) gives the same objective
+//! value and the same updated weights within 1e-4 relative (to 1% of each tensor's scale, as
+//! `assert_close`), for every penalty estimate, loss form and optimizer, in one chunk or
+//! several; and unsupported networks or objectives, bad batches and non-finite steps are
+//! refused with errors.
+
+use certify_core::train::{
+    counter_dropout_masks, Adam, DropoutSite, LossForm, Objective, Optimizer, PenaltyEstimate, PenaltyTarget,
+    Regularizer, RmsProp, Rng, Sgd,
+};
+use certify_core::{BatchNorm, Dense, Layer, Network, Pool2d};
+use certify_gpu::{Error, GpuContext, GpuOptimizer, GpuTrainer};
+
+use crate::device::{assert_close, context, conv, uniform};
+
+/// conv 3×3 (pad 1) – ReLU – max pool 2 – flatten – dense 12 – LeakyReLU – [dropout] – dense 4 – clip.
+fn small_convnet(seed: u64) -> Network<f32> {
+    let mut rng = Rng::new(seed);
+    let mut net = Network::new(&[2, 6, 6]).unwrap();
+    let mut c = conv(&mut rng, 2, 3, [3, 3], 1, true);
+    c.padding = [1, 1, 1, 1];
+    net.then("conv", Layer::Conv2d(c)).unwrap();
+    net.then("relu", Layer::Relu).unwrap();
+    let pool = Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0; 4], count_include_pad: false, ceil_mode: false };
+    net.then("pool", Layer::MaxPool2d(pool)).unwrap();
+    net.then("flat", Layer::Reshape { shape: vec![27] }).unwrap();
+    let d1 = Dense {
+        weight: uniform(&mut rng, 12 * 27, 0.4),
+        bias: Some(uniform(&mut rng, 12, 0.2)),
+        inputs: 27,
+        outputs: 12,
+    };
+    net.then("fc1", Layer::Dense(d1)).unwrap();
+    net.then("act", Layer::LeakyRelu { alpha: 0.1 }).unwrap();
+    let d2 =
+        Dense { weight: uniform(&mut rng, 4 * 12, 0.5), bias: Some(uniform(&mut rng, 4, 0.2)), inputs: 12, outputs: 4 };
+    net.then("fc2", Layer::Dense(d2)).unwrap();
+    net
+}
+
+/// avg pool 2 on [1, 4, 4] – flatten – dense 10 (no bias) – ReLU – dense 3.
+fn small_avgnet(seed: u64) -> Network<f32> {
+    let mut rng = Rng::new(seed);
+    let mut net = Network::new(&[1, 4, 4]).unwrap();
+    let pool =
+        Pool2d { kernel: [2, 2], stride: [1, 1], padding: [1, 1, 0, 0], count_include_pad: true, ceil_mode: false };
+    net.then("pool", Layer::AvgPool2d(pool)).unwrap();
+    let n = net.nodes()[1].size();
+    net.then("flat", Layer::Reshape { shape: vec![n] }).unwrap();
+    net.then("fc1", Layer::Dense(Dense { weight: uniform(&mut rng, 10 * n, 0.5), bias: None, inputs: n, outputs: 10 }))
+        .unwrap();
+    net.then("relu", Layer::Relu).unwrap();
+    let d2 =
+        Dense { weight: uniform(&mut rng, 30, 0.5), bias: Some(uniform(&mut rng, 3, 0.2)), inputs: 10, outputs: 3 };
+    net.then("fc2", Layer::Dense(d2)).unwrap();
+    net
+}
+
+fn objective(estimate: PenaltyEstimate, form: LossForm, lambda: f64) -> Objective {
+    Objective { regularizer: Regularizer::Jacobian, lambda, estimate, form, target: PenaltyTarget::Logits }
+}
+
+fn cpu_optimizer(o: GpuOptimizer) -> Box<dyn Optimizer<f32>> {
+    match o {
+        GpuOptimizer::Sgd { lr, momentum } => Box::new(Sgd::new(lr, momentum)),
+        GpuOptimizer::Adam { lr, beta1, beta2, eps } => Box::new(Adam::with_params(lr, beta1, beta2, eps)),
+        GpuOptimizer::RmsProp { lr, alpha, eps } => Box::new(RmsProp::with_params(lr, alpha, eps)),
+    }
+}
+
+struct Case {
+    what: &'static str,
+    net: Network<f32>,
+    objective: Objective,
+    optimizer: GpuOptimizer,
+    dropout: Vec<DropoutSite>,
+    frozen: Vec<usize>,
+    batch: usize,
+    steps: u64,
+    budget: Option<u64>,
+}
+
+/// Runs `steps` steps on the CPU (with the GPU's dropout masks) and on the GPU from the same
+/// weights and compares the objective statistics every step and the weights at the end.
+fn check(ctx: &GpuContext, c: Case) {
+    let seed = 7;
+    let mut data = Rng::new(99);
+    let (d, k) = (c.net.input_len(), c.net.num_classes());
+    let mut cpu = c.net.clone();
+    let mut opt = cpu_optimizer(c.optimizer);
+    let mut cpu_rng = Rng::new(seed);
+    let mut gpu = GpuTrainer::new(ctx, &c.net, c.objective, c.optimizer, seed)
+        .and_then(|t| t.with_dropout(&c.dropout))
+        .map(|t| t.with_frozen_weights(&c.frozen))
+        .unwrap_or_else(|e| panic!("{}: {e}", c.what));
+    if let Some(b) = c.budget {
+        gpu = gpu.with_memory_budget(b);
+        assert!(gpu.chunk_size(c.batch).unwrap() < c.batch, "{}: the budget splits the batch", c.what);
+    }
+    for step in 1..=c.steps {
+        let x = uniform(&mut data, c.batch * d, 1.0);
+        let labels: Vec<usize> = (0..c.batch).map(|_| data.below(k)).collect();
+        let masks = counter_dropout_masks(&cpu, &c.dropout, c.batch, seed, step).unwrap();
+        let trace = cpu.trace_with_masks(&x, c.batch, masks).unwrap();
+        let (cs, mut grads) = c.objective.evaluate(&cpu, &trace, &labels, &mut cpu_rng).unwrap();
+        for &id in &c.frozen {
+            if let Some(Some(g)) = grads.nodes.get_mut(id) {
+                g.tensors_mut()[0].iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+        opt.step(&mut cpu, &grads).unwrap();
+        let gs = gpu.step(&x, &labels).unwrap_or_else(|e| panic!("{}: {e}", c.what));
+        let rel = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1e-6);
+        assert!(
+            rel(gs.cross_entropy, cs.cross_entropy),
+            "{} step {step}: CE GPU {} CPU {}",
+            c.what,
+            gs.cross_entropy,
+            cs.cross_entropy
+        );
+        assert!(
+            rel(gs.penalty_sq, cs.penalty_sq),
+            "{} step {step}: ‖J‖² GPU {} CPU {}",
+            c.what,
+            gs.penalty_sq,
+            cs.penalty_sq
+        );
+        assert!(rel(gs.loss, cs.loss), "{} step {step}: loss GPU {} CPU {}", c.what, gs.loss, cs.loss);
+        assert_eq!(gs.correct, cs.correct, "{} step {step}: correct", c.what);
+    }
+    assert_eq!(gpu.steps(), c.steps);
+    let mut back = c.net.clone();
+    gpu.download(&mut back).unwrap();
+    let (start, want, got) = (c.net.params(), cpu.params(), back.params());
+    for (i, ((s, w), g)) in start.tensors().iter().zip(want.tensors()).zip(got.tensors()).enumerate() {
+        // Compare the change of each tensor (what the gradient determines) and the values.
+        let dw: Vec<f32> = w.iter().zip(*s).map(|(a, b)| a - b).collect();
+        let dg: Vec<f32> = g.iter().zip(*s).map(|(a, b)| a - b).collect();
+        if dw.iter().any(|v| *v != 0.0) {
+            assert_close(&format!("{}: update of tensor {i}", c.what), &dg, &dw);
+        } else {
+            assert!(dg.iter().all(|v| *v == 0.0), "{}: tensor {i} is frozen on the CPU but moved on the GPU", c.what);
+        }
+        assert_close(&format!("{}: tensor {i}", c.what), g, w);
+    }
+    let state = gpu.optimizer_state().unwrap();
+    let cpu_state = opt.state();
+    assert_eq!(state.buffers.len(), cpu_state.buffers.len(), "{}: optimizer buffers", c.what);
+    for (a, b) in state.buffers.iter().zip(&cpu_state.buffers) {
+        if b.is_empty() {
+            continue;
+        }
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_close(&format!("{}: optimizer state tensor {i}", c.what), x, y);
+        }
+    }
+}
+
+fn sgd() -> GpuOptimizer {
+    GpuOptimizer::Sgd { lr: 0.05, momentum: 0.0 }
+}
+
+#[test]
+fn one_step_equals_the_cpu_step_for_every_penalty_estimate() {
+    let Some(ctx) = context() else { return };
+    for (what, estimate) in [
+        ("exact", PenaltyEstimate::Exact),
+        ("subsample:3", PenaltyEstimate::Subsample(3)),
+        ("projections:2", PenaltyEstimate::Projections(2)),
+    ] {
+        for form in [LossForm::Mean, LossForm::Sum] {
+            let net = small_convnet(1);
+            let drop = vec![DropoutSite { node: 6, rate: 0.5 }];
+            check(
+                &ctx,
+                Case {
+                    what: if form == LossForm::Mean { what } else { "sum form" },
+                    net,
+                    objective: objective(estimate, form, 0.3),
+                    optimizer: sgd(),
+                    dropout: drop,
+                    frozen: vec![],
+                    batch: 8,
+                    steps: 1,
+                    budget: None,
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn several_steps_equal_the_cpu_with_every_optimizer() {
+    let Some(ctx) = context() else { return };
+    for (what, optimizer) in [
+        ("adam", GpuOptimizer::adam(1e-3)),
+        ("rmsprop", GpuOptimizer::rmsprop(1e-3)),
+        ("sgd momentum", GpuOptimizer::Sgd { lr: 0.02, momentum: 0.9 }),
+    ] {
+        check(
+            &ctx,
+            Case {
+                what,
+                net: small_convnet(2),
+                objective: objective(PenaltyEstimate::Exact, LossForm::Mean, 0.1),
+                optimizer,
+                dropout: vec![DropoutSite { node: 6, rate: 0.25 }],
+                frozen: vec![],
+                batch: 6,
+                steps: 3,
+                budget: None,
+            },
+        );
+    }
+}
+
+#[test]
+fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let cases = [
+        ("chunked exact", objective(PenaltyEstimate::Exact, LossForm::Mean, 0.2), Some(40_000u64), vec![]),
+        ("chunked projections", objective(PenaltyEstimate::Projections(3), LossForm::Mean, 0.2), Some(40_000), vec![]),
+        ("frozen last layer", objective(PenaltyEstimate::Exact, LossForm::Mean, 0.2), None, vec![7]),
+        ("no penalty", Objective::default(), None, vec![]),
+    ];
+    for (what, objective, budget, frozen) in cases {
+        check(
+            &ctx,
+            Case {
+                what,
+                net: small_convnet(3),
+                objective,
+                optimizer: GpuOptimizer::adam(1e-2),
+                dropout: vec![DropoutSite { node: 6, rate: 0.5 }],
+                frozen,
+                batch: 11,
+                steps: 2,
+                budget,
+            },
+        );
+    }
+    check(
+        &ctx,
+        Case {
+            what: "average pooling, no bias",
+            net: small_avgnet(4),
+            objective: objective(PenaltyEstimate::Exact, LossForm::Mean, 0.5),
+            optimizer: sgd(),
+            dropout: vec![],
+            frozen: vec![],
+            batch: 5,
+            steps: 2,
+            budget: None,
+        },
+    );
+}
+
+#[test]
+fn unsupported_networks_objectives_and_bad_batches_are_refused() {
+    let Some(ctx) = context() else { return };
+    let net = small_convnet(5);
+    let ig = Objective { regularizer: Regularizer::InputGradient, lambda: 0.1, ..Objective::default() };
+    let e = GpuTrainer::new(&ctx, &net, ig, sgd(), 0).unwrap_err();
+    assert!(matches!(e, Error::NotTrainable { .. }), "{e}");
+    let pen = Objective { target: PenaltyTarget::Node(5), ..objective(PenaltyEstimate::Exact, LossForm::Mean, 0.1) };
+    assert!(matches!(GpuTrainer::new(&ctx, &net, pen, sgd(), 0), Err(Error::NotTrainable { .. })));
+    let mut bn = Network::new(&[2, 3, 3]).unwrap();
+    let c = vec![0.0f32, 0.0];
+    let b = BatchNorm { gamma: vec![1.0, 1.0], beta: c.clone(), mean: c.clone(), var: vec![1.0, 1.0], epsilon: 1e-5 };
+    bn.then("bn", Layer::BatchNorm(b)).unwrap();
+    bn.then("flat", Layer::Reshape { shape: vec![18] }).unwrap();
+    bn.then("fc", Layer::Dense(Dense { weight: vec![0.1; 36], bias: None, inputs: 18, outputs: 2 })).unwrap();
+    let e = GpuTrainer::new(&ctx, &bn, Objective::default(), sgd(), 0).unwrap_err();
+    assert!(e.to_string().contains("node `bn`") && e.to_string().contains("--device cpu"), "{e}");
+
+    let mut t = GpuTrainer::new(&ctx, &net, objective(PenaltyEstimate::Exact, LossForm::Mean, 0.1), sgd(), 0).unwrap();
+    let x = vec![0.5f32; 2 * 72];
+    assert!(matches!(t.step(&x, &[0, 4]), Err(Error::Input(m)) if m.contains("label 4")));
+    assert!(matches!(t.step(&x[..100], &[0, 1]), Err(Error::Input(_))));
+    assert!(matches!(t.step(&[], &[]), Err(Error::Input(_))));
+    let mut nan = x.clone();
+    nan[3] = f32::NAN;
+    assert!(matches!(t.step(&nan, &[0, 1]), Err(Error::Input(m)) if m.contains("not finite")));
+    assert_eq!(t.steps(), 0);
+
+    // Weights so large that the logits overflow: the step is refused and nothing changes.
+    let mut huge = net.clone();
+    if let Some(Layer::Dense(d)) = huge.layer_params_mut(7) {
+        d.weight.iter_mut().for_each(|w| *w = 3e38);
+    }
+    let mut t = GpuTrainer::new(&ctx, &huge, Objective::default(), sgd(), 0).unwrap();
+    let e = t.step(&x, &[0, 1]).unwrap_err();
+    assert!(matches!(e, Error::Core(certify_core::Error::NonFiniteLoss { step: 1, .. })), "{e}");
+    let mut back = huge.clone();
+    t.download(&mut back).unwrap();
+    assert_eq!(back.params(), huge.params(), "a refused step leaves the weights as they were");
+}
+
+#[test]
+fn dropout_masks_are_the_cpu_counter_masks_and_have_the_rate() {
+    // The masks' statistics: about `rate` of the values dropped, survivors scaled by 1/(1 − rate).
+    let net = small_convnet(6);
+    let m = counter_dropout_masks(&net, &[DropoutSite { node: 6, rate: 0.3 }], 2000, 5, 1).unwrap();
+    let mask = m[6].as_ref().unwrap();
+    let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
+    assert!((dropped - 0.3).abs() < 0.01, "dropped fraction {dropped}");
+    assert!(mask.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+    let other = counter_dropout_masks(&net, &[DropoutSite { node: 6, rate: 0.3 }], 2000, 5, 2).unwrap();
+    assert_ne!(m, other, "another step draws another mask");
+}
