@@ -18,6 +18,7 @@ use certify_cli::data::Prepared;
 
 use crate::checkpoint;
 use crate::train_args::{LossArg, OptimizerArg, RegularizerArg, TrainOpts};
+use crate::train_engine::{Engine, StepError};
 
 /// Adversarial examples mixed into every mini-batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -304,7 +305,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         bail!("nothing to do: 0 steps");
     }
     let lr = opts.lr.unwrap_or(job.default_lr);
-    let mut trainer = Trainer::new(objective, make_optimizer(opts, lr)?, opts.seed);
+    let mut trainer: Trainer<f32> = Trainer::new(objective, make_optimizer(opts, lr)?, opts.seed);
     if dropout > 0.0 {
         trainer.dropout = dense_dropout_sites(&net, dropout);
         if trainer.dropout.is_empty() {
@@ -320,6 +321,29 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         trainer.frozen_weights.push(id);
         log::info!("last layer's weights replaced by the nearest orthonormal-row matrix and frozen");
     }
+    // A checkpoint's parameters go into `net` before the engine uploads it.
+    let resumed = match opts.resume {
+        true => {
+            let dir = opts.checkpoint.as_deref().expect("clap requires --checkpoint");
+            let ck = checkpoint::load(dir)?;
+            let mut i = 0;
+            let mut bad = false;
+            let zeros = net.params();
+            net.update_params(&zeros, |_, p, _| {
+                match ck.params.get(i) {
+                    Some(src) if src.len() == p.len() => p.copy_from_slice(src),
+                    _ => bad = true,
+                }
+                i += 1;
+            })?;
+            if bad || i != ck.params.len() {
+                bail!("`{}`: the saved parameters do not fit this model", ck.dir.display());
+            }
+            Some(ck)
+        }
+        false => None,
+    };
+    let mut engine = Engine::select(opts.device, &net, trainer, opts, lr)?;
     let fingerprint = format!(
         "{} samples, batch {batch}, seed {}, {:?}, dropout {dropout}, adversarial {:?}, optimizer {:?} lr {lr}, \
          orthonormal {}",
@@ -329,35 +353,18 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         adversarial,
         opts.optimizer,
         opts.fix_last_orthonormal
-    );
+    ) + if engine.name() == "gpu" { ", counter-based dropout (gpu)" } else { "" };
     let mut start_step = 0u64;
-    if opts.resume {
-        let dir = opts.checkpoint.as_deref().expect("clap requires --checkpoint");
-        let ck = checkpoint::load(dir)?;
+    if let Some(ck) = resumed {
         if ck.state.fingerprint != fingerprint {
             bail!(
                 "the checkpoint in `{}` was made with other settings:\n  checkpoint: {}\n  now:        {}",
-                dir.display(),
+                ck.dir.display(),
                 ck.state.fingerprint,
                 fingerprint
             );
         }
-        let mut i = 0;
-        let mut bad = false;
-        let zeros = net.params();
-        net.update_params(&zeros, |_, p, _| {
-            match ck.params.get(i) {
-                Some(src) if src.len() == p.len() => p.copy_from_slice(src),
-                _ => bad = true,
-            }
-            i += 1;
-        })?;
-        if bad || i != ck.params.len() {
-            bail!("`{}`: the saved parameters do not fit this model", ck.dir.display());
-        }
-        trainer.optimizer.restore(ck.optimizer)?;
-        trainer.rng = Rng::from_state(ck.state.rng);
-        trainer.steps = ck.state.step;
+        engine.restore(ck.state.step, ck.optimizer, ck.state.rng)?;
         start_step = ck.state.step;
         log::info!("resuming from `{}` at step {start_step}", ck.dir.display());
     }
@@ -407,11 +414,12 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
             *y = job.train.labels()[i];
         }
         if let Some(adv) = adversarial {
+            engine.sync(&mut net)?;
             perturb(&net, adv, &mut xb, &yb, &job.train.domain)?;
         }
-        let stats = match trainer.step(&mut net, &xb, &yb) {
+        let stats = match engine.step(&mut net, &xb, &yb) {
             Ok(s) => s,
-            Err(e @ certify_core::Error::NonFiniteLoss { .. }) => {
+            Err(StepError::NonFinite(e)) => {
                 bar.abandon();
                 let kept = match &opts.checkpoint {
                     Some(dir) => format!("; the last good checkpoint in `{}` is intact", dir.display()),
@@ -419,7 +427,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
                 };
                 bail!("{e}{kept}");
             }
-            Err(e) => return Err(e.into()),
+            Err(StepError::Other(e)) => return Err(e),
         };
         last_stats = stats;
         ce_avg += stats.cross_entropy;
@@ -437,6 +445,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         );
         if opts.val_every > 0 && done % opts.val_every == 0 && done < total {
             if let Some(val) = &job.val {
+                engine.sync(&mut net)?;
                 let v = validate(&net, val, opts.val_jacobian)?;
                 log::info!(
                     "step {done}: train CE {:.4}, penalty {:.4}; val accuracy {:.2}%, mean ‖J‖_F {:.3}",
@@ -458,15 +467,16 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         bar.set_position(done);
         if let Some(dir) = &opts.checkpoint {
             if (opts.checkpoint_every > 0 && done % opts.checkpoint_every == 0) || done == total {
-                let state =
-                    checkpoint::State { step: done, rng: trainer.rng.state(), fingerprint: fingerprint.clone() };
-                checkpoint::save(dir, &state, &net.params(), &trainer.optimizer.state(), &|p| {
+                engine.sync(&mut net)?;
+                let state = checkpoint::State { step: done, rng: engine.rng_state(), fingerprint: fingerprint.clone() };
+                checkpoint::save(dir, &state, &net.params(), &engine.optimizer_state()?, &|p| {
                     (job.write_model)(&net, p)
                 })?;
             }
         }
     }
     bar.finish_and_clear();
+    engine.sync(&mut net)?;
     let wall = started.elapsed().as_secs_f64();
     let ran = total - start_step;
     (job.write_model)(&net, job.out).with_context(|| format!("writing `{}`", job.out.display()))?;
@@ -491,6 +501,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         "optimizer": format!("{:?}", opts.optimizer),
         "lr": lr,
         "seed": opts.seed,
+        "device": engine.name(),
         "wall_s": wall,
         "s_per_step": if ran > 0 { wall / ran as f64 } else { 0.0 },
         "last_batch_cross_entropy": last_stats.cross_entropy,

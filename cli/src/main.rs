@@ -13,6 +13,7 @@ mod harden_cmd;
 mod report;
 mod train_args;
 mod train_cmd;
+mod train_engine;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::args::DeviceArg;
 use clap::{Args, Parser, ValueEnum};
 
 /// Post-train an ONNX classifier with Jacobian regularisation (Jakubovitz & Giryes 2018, Eq. 6)
@@ -130,6 +131,12 @@ pub struct TrainOpts {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the training steps run: `cpu` (the reference), `gpu` (WGSL kernels through wgpu;
+    /// an error without an adapter or for a model / option the GPU trainer does not support), or
+    /// `auto` (the GPU when it can, else the CPU, saying why). GPU dropout masks come from a
+    /// counter-based generator, so a `gpu` run with dropout is not the same run as a `cpu` one.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
     /// Divide integer pixels by this (default 255).
     #[arg(long)]
     pub scale: Option<f32>,

@@ -109,3 +109,142 @@ fn no_adapter_is_an_error_for_gpu_and_a_fallback_for_auto() {
     assert!(stderr.contains("--device auto: using the CPU"), "{stderr}");
     assert_eq!(inputs(&auto).len(), 12);
 }
+
+fn last_json(out: &Output) -> Value {
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    serde_json::from_str(
+        text.lines().last().unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr))),
+    )
+    .unwrap()
+}
+
+/// A short harden run of a small MNIST network on the GPU reaches the CPU run's accuracy and
+/// ρ̂_adv (no dropout, so the two runs see the same batches and differ only by f32 rounding).
+#[test]
+fn harden_device_gpu_reaches_the_cpu_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("examples/data/mnist-1k");
+    let d = data.to_str().unwrap();
+    let base = dir.path().join("base.onnx");
+    let b = base.to_str().unwrap();
+    let run = certify(
+        &[
+            "train",
+            "--arch",
+            "mlp:784-32-10",
+            "--data",
+            d,
+            "--out",
+            b,
+            "--epochs",
+            "3",
+            "--batch",
+            "50",
+            "--seed",
+            "1",
+            "-q",
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let harden = |device: &str| {
+        let out = dir.path().join(format!("{device}.onnx"));
+        let run = certify(
+            &[
+                "harden",
+                b,
+                "--data",
+                d,
+                "--out",
+                out.to_str().unwrap(),
+                "--steps",
+                "12",
+                "--batch",
+                "100",
+                "--lambda",
+                "0.5",
+                "--lr",
+                "1e-3",
+                "--penalty",
+                "exact",
+                "--device",
+                device,
+                "--json",
+                "-q",
+            ],
+            &[],
+        );
+        (out, run)
+    };
+    let (cpu_model, cpu) = harden("cpu");
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    let (gpu_model, gpu) = harden("gpu");
+    let stderr = String::from_utf8_lossy(&gpu.stderr);
+    if gpu.status.code() == Some(2) && stderr.contains("no GPU adapter") {
+        assert!(std::env::var("REQUIRE_GPU").as_deref() != Ok("1"), "REQUIRE_GPU=1 but: {stderr}");
+        eprintln!("skipping the GPU harden comparison: {stderr}");
+        return;
+    }
+    assert!(gpu.status.success(), "{stderr}");
+    assert_eq!(last_json(&gpu)["device"], "gpu");
+    let (c, g) = (last_json(&cpu), last_json(&gpu));
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    let (cc, gc) = (c["last_batch_cross_entropy"].as_f64().unwrap(), g["last_batch_cross_entropy"].as_f64().unwrap());
+    assert!(rel(gc, cc) < 1e-3, "last batch CE: gpu {gc} vs cpu {cc}");
+    let evaluate = |m: &std::path::Path| {
+        let out = certify(
+            &[m.to_str().unwrap(), "--data", d, "--limit", "300", "--attacks", "deepfool", "--json", "-q"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        last_json(&out)
+    };
+    let (ce, ge) = (evaluate(&cpu_model), evaluate(&gpu_model));
+    let (ca, ga) = (ce["accuracy"].as_f64().unwrap(), ge["accuracy"].as_f64().unwrap());
+    assert!((ca - ga).abs() <= 0.01, "accuracy: gpu {ga} vs cpu {ca}");
+    let (cr, gr) = (ce["rho_adv"].as_f64().unwrap(), ge["rho_adv"].as_f64().unwrap());
+    assert!(rel(gr, cr) < 0.02, "rho_adv: gpu {gr} vs cpu {cr}");
+    let (cj, gj) = (ce["mean_jacobian_fro"].as_f64().unwrap(), ge["mean_jacobian_fro"].as_f64().unwrap());
+    assert!(rel(gj, cj) < 1e-3, "mean ‖J‖_F: gpu {gj} vs cpu {cj}");
+}
+
+/// `harden --device gpu` without an adapter is a clear error; `auto` trains on the CPU and says so.
+#[test]
+fn harden_without_an_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = root().join("examples/models/mnist-convnet-maxpool.onnx");
+    let data = root().join("examples/data/mnist-1k");
+    let run = |device: &str| {
+        let out = dir.path().join(format!("{device}.onnx"));
+        certify(
+            &[
+                "harden",
+                model.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--limit",
+                "20",
+                "--out",
+                out.to_str().unwrap(),
+                "--steps",
+                "1",
+                "--batch",
+                "10",
+                "--device",
+                device,
+                "-q",
+            ],
+            &NO_DRIVER,
+        )
+    };
+    let gpu = run("gpu");
+    let stderr = String::from_utf8_lossy(&gpu.stderr);
+    assert_eq!(gpu.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--device gpu") && stderr.contains("no GPU adapter"), "{stderr}");
+    assert!(!dir.path().join("gpu.onnx").exists());
+    let auto = run("auto");
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert!(auto.status.success(), "{stderr}");
+    assert!(stderr.contains("--device auto: training on the CPU"), "{stderr}");
+    assert!(dir.path().join("auto.onnx").exists());
+}
