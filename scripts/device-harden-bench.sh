@@ -45,9 +45,17 @@ REQUIRE_GPU=1 timeout 120 /tmp/gpu_tests 2>&1 | grep -v XDG_RUNTIME | tail -30 |
 echo "== one exact-penalty step, batch 500: GPU vs CPU (all cores)"
 timeout 90 /tmp/gpu_harden_bench "$MODEL" examples/data/mnist-1k 500 10 3 exact 2>&1 | grep -v XDG_RUNTIME | tee "$OUT/step-exact.txt"
 
-echo "== PyTorch CUDA, exact penalty, one epoch"
-timeout 150 python3 scripts/torch_harden_bench.py "$MODEL" "$TRAIN/train-images-idx3-ubyte.gz" "$TRAIN/train-labels-idx1-ubyte.gz" \
-  --epochs 1 --batch 500 --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty exact --device cuda 2>&1 | tee "$OUT/torch-epoch.txt"
+echo "== PyTorch CUDA: self-check, then one epoch of the exact step by each method, plain and projection steps"
+TORCH=(python3 scripts/torch_harden_bench.py "$MODEL" "$TRAIN/train-images-idx3-ubyte.gz" "$TRAIN/train-labels-idx1-ubyte.gz" --device cuda)
+timeout 60 "${TORCH[@]}" --self-check 2>&1 | tail -3 | tee "$OUT/torch-self-check.txt"
+for method in replicate loop batched; do
+  timeout 90 "${TORCH[@]}" --epochs 1 --batch 500 --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty exact --method "$method" 2>/dev/null \
+    | tail -1 | tee "$OUT/torch-epoch-$method.json"
+done
+for pen in none projections:1; do
+  timeout 45 "${TORCH[@]}" --steps 40 --batch 500 --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty "$pen" 2>/dev/null \
+    | tail -1 | tee "$OUT/torch-steps-${pen%%:*}.json"
+done
 
 echo "== certify harden --device gpu, exact penalty, one epoch"
 start=$SECONDS
