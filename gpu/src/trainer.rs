@@ -25,7 +25,7 @@ pub const TRAIN_CHUNK_BYTES: u64 = 1 << 30;
 /// Invocations a weight-gradient dispatch aims at: the rows are split so that
 /// `splits × parameters` reaches this, which keeps small layers (a first convolution has a few
 /// hundred weights) from running on a handful of threads.
-const GRAD_THREADS: usize = 1 << 17;
+const GRAD_THREADS: usize = 1 << 20;
 
 /// The optimizer and its hyper-parameters, with the update rules of
 /// [`certify_core::train::{Sgd, Adam, RmsProp}`](certify_core::train).
