@@ -57,6 +57,24 @@ fn small_avgnet(seed: u64) -> Network<f32> {
     net
 }
 
+/// dense 50 → 70 – ReLU – dense 70 → 5: several 32×32 tiles of the `gemm` kernel in every pass.
+fn wide_mlp(seed: u64) -> Network<f32> {
+    let mut rng = Rng::new(seed);
+    let mut net = Network::new(&[50]).unwrap();
+    let d1 = Dense {
+        weight: uniform(&mut rng, 70 * 50, 0.3),
+        bias: Some(uniform(&mut rng, 70, 0.2)),
+        inputs: 50,
+        outputs: 70,
+    };
+    net.then("fc1", Layer::Dense(d1)).unwrap();
+    net.then("relu", Layer::Relu).unwrap();
+    let d2 =
+        Dense { weight: uniform(&mut rng, 5 * 70, 0.3), bias: Some(uniform(&mut rng, 5, 0.2)), inputs: 70, outputs: 5 };
+    net.then("fc2", Layer::Dense(d2)).unwrap();
+    net
+}
+
 fn objective(estimate: PenaltyEstimate, form: LossForm, lambda: f64) -> Objective {
     Objective { regularizer: Regularizer::Jacobian, lambda, estimate, form, target: PenaltyTarget::Logits }
 }
@@ -240,6 +258,20 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
             },
         );
     }
+    check(
+        &ctx,
+        Case {
+            what: "wide dense layers",
+            net: wide_mlp(8),
+            objective: objective(PenaltyEstimate::Exact, LossForm::Mean, 0.3),
+            optimizer: sgd(),
+            dropout: vec![DropoutSite { node: 2, rate: 0.3 }],
+            frozen: vec![],
+            batch: 9,
+            steps: 2,
+            budget: None,
+        },
+    );
     check(
         &ctx,
         Case {
