@@ -15,18 +15,7 @@ set -uo pipefail
 OUT="${OUT:-harden-bench-out}"
 BUDGET="${BUDGET:-500}"
 mkdir -p "$OUT"
-if ! ldconfig -p | grep -q libvulkan.so.1; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-fi
-if [ -d .gl/extra ]; then
-  mkdir -p /tmp/x
-  for f in .gl/extra/*.deb; do dpkg -x "$f" /tmp/x; done
-  export LD_LIBRARY_PATH="/tmp/x/usr/lib/x86_64-linux-gnu:/tmp/x/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
+. "$(dirname "$0")/device-vulkan-env.sh"
 for f in certify gpu_harden_bench gpu_tests; do
   gunzip -c ".dev/$f.gz" > "/tmp/$f" && chmod +x "/tmp/$f"
 done

@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{Faults, GpuContext};
 use crate::error::{Error, Result};
-use crate::shaders::{self, Kernel};
+use crate::shaders::{self, Kernel, PoolParams};
 
 /// The device plumbing of one engine (certifier or trainer).
 pub(crate) struct Runtime {
@@ -199,4 +199,33 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// `v` as a `u32`, or [`Error::TooLarge`] naming `what`.
+pub(crate) fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::TooLarge { what: what.into(), bytes: v as u64, limit: u32::MAX as u64 })
+}
+
+/// The kernel parameters of a pooling layer from its input and output shapes (`rows` 0, one row
+/// per sample).
+pub(crate) fn pool_params(p: &certify_core::Pool2d, in_shape: &[usize], out_shape: &[usize]) -> Result<PoolParams> {
+    let c = |v: usize| u32_of(v, "a pooling parameter");
+    Ok(PoolParams {
+        rows: 0,
+        channels: c(in_shape[0])?,
+        h: c(in_shape[1])?,
+        w: c(in_shape[2])?,
+        ho: c(out_shape[1])?,
+        wo: c(out_shape[2])?,
+        kh: c(p.kernel[0])?,
+        kw: c(p.kernel[1])?,
+        stride_y: c(p.stride[0])?,
+        stride_x: c(p.stride[1])?,
+        pad_top: c(p.padding[0])?,
+        pad_left: c(p.padding[1])?,
+        pad_bottom: c(p.padding[2])?,
+        pad_right: c(p.padding[3])?,
+        count_include_pad: p.count_include_pad as u32,
+        rows_per_sample: 1,
+    })
 }

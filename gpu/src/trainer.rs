@@ -12,7 +12,7 @@ use certify_core::{Layer, Network, NodeId};
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{pool_params, u32_of, Runtime};
 use crate::shaders::{
     self, ActivationParams, CeParams, ConvParams, DenseGradParams, DenseParams, DropoutParams, MaskParams, OptParams,
     PoolParams, ReduceParams, ScaleShiftParams, SumsqParams,
@@ -197,32 +197,6 @@ impl std::fmt::Debug for GpuTrainer {
     }
 }
 
-fn u32_of(v: usize, what: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge { what: what.into(), bytes: v as u64, limit: u32::MAX as u64 })
-}
-
-fn pool_geom(p: &certify_core::Pool2d, in_shape: &[usize], out_shape: &[usize]) -> Result<PoolParams> {
-    let c = |v: usize| u32_of(v, "a pooling parameter");
-    Ok(PoolParams {
-        rows: 0,
-        channels: c(in_shape[0])?,
-        h: c(in_shape[1])?,
-        w: c(in_shape[2])?,
-        ho: c(out_shape[1])?,
-        wo: c(out_shape[2])?,
-        kh: c(p.kernel[0])?,
-        kw: c(p.kernel[1])?,
-        stride_y: c(p.stride[0])?,
-        stride_x: c(p.stride[1])?,
-        pad_top: c(p.padding[0])?,
-        pad_left: c(p.padding[1])?,
-        pad_bottom: c(p.padding[2])?,
-        pad_right: c(p.padding[3])?,
-        count_include_pad: p.count_include_pad as u32,
-        rows_per_sample: 1,
-    })
-}
-
 impl GpuTrainer {
     /// Compiles `net` for training on the device of `ctx` with `objective`, `optimizer` and
     /// `seed` (dropout masks and projection vectors), uploading the weights once.
@@ -311,8 +285,8 @@ impl GpuTrainer {
                     outputs: u32_of(d.outputs, "dense outputs")?,
                     params: params(&d.weight, d.bias.as_ref())?,
                 },
-                Layer::MaxPool2d(p) => Op::MaxPool(pool_geom(p, in_shape, &node.shape)?),
-                Layer::AvgPool2d(p) => Op::AvgPool(pool_geom(p, in_shape, &node.shape)?),
+                Layer::MaxPool2d(p) => Op::MaxPool(pool_params(p, in_shape, &node.shape)?),
+                Layer::AvgPool2d(p) => Op::AvgPool(pool_params(p, in_shape, &node.shape)?),
                 Layer::Relu => Op::Activation(ActivationParams { kind: 0, ..Default::default() }),
                 Layer::LeakyRelu { alpha } => {
                     Op::Activation(ActivationParams { kind: 1, alpha: *alpha, ..Default::default() })

@@ -22,6 +22,18 @@ pub struct DropoutSite {
     pub rate: f64,
 }
 
+/// The node of dropout site `s`; errors when it does not exist or the rate is outside `[0, 1)`.
+fn checked_site<'a, T: Float>(net: &'a Network<T>, s: &DropoutSite) -> Result<&'a crate::network::Node<T>> {
+    let node = net.nodes().get(s.node).ok_or(Error::Topology { node: "dropout".into(), input: s.node })?;
+    if !(0.0..1.0).contains(&s.rate) {
+        return Err(Error::Parameter {
+            node: node.name.clone(),
+            reason: alloc::format!("dropout rate {} outside [0, 1)", s.rate),
+        });
+    }
+    Ok(node)
+}
+
 /// Fresh dropout masks for a batch of `batch` samples (see [`Network::trace_with_masks`]).
 /// Errors when a site's node does not exist or its rate is outside `[0, 1)`.
 pub fn dropout_masks<T: Float>(
@@ -32,13 +44,7 @@ pub fn dropout_masks<T: Float>(
 ) -> Result<Vec<Option<Vec<T>>>> {
     let mut masks: Vec<Option<Vec<T>>> = alloc::vec![None; net.nodes().len()];
     for s in sites {
-        let node = net.nodes().get(s.node).ok_or(Error::Topology { node: "dropout".into(), input: s.node })?;
-        if !(0.0..1.0).contains(&s.rate) {
-            return Err(Error::Parameter {
-                node: node.name.clone(),
-                reason: alloc::format!("dropout rate {} outside [0, 1)", s.rate),
-            });
-        }
+        let node = checked_site(net, s)?;
         if s.rate == 0.0 {
             continue;
         }
@@ -63,13 +69,7 @@ pub fn counter_dropout_masks<T: Float>(
 ) -> Result<Vec<Option<Vec<T>>>> {
     let mut masks: Vec<Option<Vec<T>>> = alloc::vec![None; net.nodes().len()];
     for s in sites {
-        let node = net.nodes().get(s.node).ok_or(Error::Topology { node: "dropout".into(), input: s.node })?;
-        if !(0.0..1.0).contains(&s.rate) {
-            return Err(Error::Parameter {
-                node: node.name.clone(),
-                reason: alloc::format!("dropout rate {} outside [0, 1)", s.rate),
-            });
-        }
+        let node = checked_site(net, s)?;
         if s.rate == 0.0 {
             continue;
         }
