@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{Faults, GpuContext};
 use crate::error::{Error, Result};
-use crate::shaders::{self, Kernel, PoolParams};
+use crate::shaders::{self, ConvParams, Kernel, PoolParams};
 
 /// The device plumbing of one engine (certifier or trainer).
 pub(crate) struct Runtime {
@@ -227,5 +227,34 @@ pub(crate) fn pool_params(p: &certify_core::Pool2d, in_shape: &[usize], out_shap
         pad_right: c(p.padding[3])?,
         count_include_pad: p.count_include_pad as u32,
         rows_per_sample: 1,
+    })
+}
+
+/// The kernel parameters of a convolution from its input and output shapes (`rows` 0).
+pub(crate) fn conv_params(
+    c: &certify_core::Conv2d<f32>,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Result<ConvParams> {
+    let v = |x: usize| u32_of(x, "a convolution parameter");
+    Ok(ConvParams {
+        rows: 0,
+        in_channels: v(c.in_channels)?,
+        h: v(in_shape[1])?,
+        w: v(in_shape[2])?,
+        out_channels: v(c.out_channels)?,
+        ho: v(out_shape[1])?,
+        wo: v(out_shape[2])?,
+        kh: v(c.kernel[0])?,
+        kw: v(c.kernel[1])?,
+        stride_y: v(c.stride[0])?,
+        stride_x: v(c.stride[1])?,
+        pad_top: v(c.padding[0])?,
+        pad_left: v(c.padding[1])?,
+        dil_y: v(c.dilation[0])?,
+        dil_x: v(c.dilation[1])?,
+        groups: v(c.groups)?,
+        has_bias: c.bias.is_some() as u32,
+        ..Default::default()
     })
 }

@@ -12,7 +12,7 @@ use certify_core::{Layer, Network, NodeId};
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::runtime::{pool_params, u32_of, Runtime};
+use crate::runtime::{conv_params, pool_params, u32_of, Runtime};
 use crate::shaders::{
     self, ActivationParams, CeParams, ConvParams, DenseGradParams, DenseParams, DropoutParams, MaskParams, OptParams,
     PoolParams, ReduceParams, ScaleShiftParams, SumsqParams,
@@ -257,27 +257,7 @@ impl GpuTrainer {
             };
             let op = match &node.layer {
                 Layer::Conv2d(c) => {
-                    let v = |x: usize| u32_of(x, "a convolution parameter");
-                    let geom = ConvParams {
-                        rows: 0,
-                        in_channels: v(c.in_channels)?,
-                        h: v(in_shape[1])?,
-                        w: v(in_shape[2])?,
-                        out_channels: v(c.out_channels)?,
-                        ho: v(node.shape[1])?,
-                        wo: v(node.shape[2])?,
-                        kh: v(c.kernel[0])?,
-                        kw: v(c.kernel[1])?,
-                        stride_y: v(c.stride[0])?,
-                        stride_x: v(c.stride[1])?,
-                        pad_top: v(c.padding[0])?,
-                        pad_left: v(c.padding[1])?,
-                        dil_y: v(c.dilation[0])?,
-                        dil_x: v(c.dilation[1])?,
-                        groups: v(c.groups)?,
-                        has_bias: c.bias.is_some() as u32,
-                        ..Default::default()
-                    };
+                    let geom = conv_params(c, in_shape, &node.shape)?;
                     Op::Conv(geom, params(&c.weight, c.bias.as_ref())?)
                 }
                 Layer::Dense(d) => Op::Dense {
