@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use certify_bounds::{cross_entropy_input_gradient, deepfool, DeepFoolConfig, InputDomain};
 use certify_core::train::{
-    dense_dropout_sites, Adam, LossForm, Objective, ObjectiveStats, Optimizer, PenaltyEstimate, PenaltyTarget,
-    Regularizer, RmsProp, Rng, Sgd, Trainer,
+    dense_dropout_sites, Adam, LossForm, LrSchedule, Objective, ObjectiveStats, Optimizer, PenaltyEstimate,
+    PenaltyTarget, Regularizer, RmsProp, Rng, Sgd, Trainer,
 };
 use certify_core::{Layer, Network};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,7 +17,7 @@ use serde_json::json;
 use certify_cli::data::Prepared;
 
 use crate::checkpoint;
-use crate::train_args::{LossArg, OptimizerArg, RegularizerArg, TrainOpts};
+use crate::train_args::{LossArg, LrScheduleArg, OptimizerArg, RegularizerArg, TrainOpts};
 use crate::train_engine::{Engine, StepError};
 
 /// Adversarial examples mixed into every mini-batch.
@@ -172,6 +172,23 @@ pub fn orthonormalize_rows(w: &mut [f32], k: usize, h: usize) -> Result<()> {
     Ok(())
 }
 
+/// The schedule of --lr-schedule / --lr-min, checked against the base rate `lr`.
+fn lr_schedule(opts: &TrainOpts, lr: f64) -> Result<LrSchedule> {
+    let min = opts.lr_min;
+    let decaying = opts.lr_schedule != LrScheduleArg::Constant;
+    if decaying && !(min.is_finite() && min >= 0.0 && min <= lr) {
+        bail!("--lr-min must be a number in [0, --lr] = [0, {lr}], got {min}");
+    }
+    if !decaying && min != 0.0 {
+        bail!("--lr-min applies to --lr-schedule cosine or linear");
+    }
+    Ok(match opts.lr_schedule {
+        LrScheduleArg::Constant => LrSchedule::Constant,
+        LrScheduleArg::Cosine => LrSchedule::Cosine { min },
+        LrScheduleArg::Linear => LrSchedule::Linear { min },
+    })
+}
+
 fn make_optimizer(opts: &TrainOpts, lr: f64) -> Result<Box<dyn Optimizer<f32> + Send>> {
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
@@ -305,6 +322,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         bail!("nothing to do: 0 steps");
     }
     let lr = opts.lr.unwrap_or(job.default_lr);
+    let schedule = lr_schedule(opts, lr)?;
     let mut trainer: Trainer<f32> = Trainer::new(objective, make_optimizer(opts, lr)?, opts.seed);
     if dropout > 0.0 {
         trainer.dropout = dense_dropout_sites(&net, dropout);
@@ -353,7 +371,10 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         adversarial,
         opts.optimizer,
         opts.fix_last_orthonormal
-    ) + if engine.name() == "gpu" { ", counter-based dropout (gpu)" } else { "" };
+    ) + &match schedule {
+        LrSchedule::Constant => String::new(),
+        s => format!(", lr schedule {s:?} over {total} steps"),
+    } + if engine.name() == "gpu" { ", counter-based dropout (gpu)" } else { "" };
     let mut start_step = 0u64;
     if let Some(ck) = resumed {
         if ck.state.fingerprint != fingerprint {
@@ -369,7 +390,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         log::info!("resuming from `{}` at step {start_step}", ck.dir.display());
     }
     log::info!(
-        "{}: {} steps of {batch} ({per_epoch} per epoch), {:?} λ={} {:?} {:?}, {:?} lr {lr}, dropout {dropout}{}",
+        "{}: {} steps of {batch} ({per_epoch} per epoch), {:?} λ={} {:?} {:?}, {:?} lr {lr} {:?}, dropout {dropout}{}",
         job.what,
         total,
         regularizer,
@@ -377,6 +398,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         estimate,
         objective.form,
         opts.optimizer,
+        schedule,
         adversarial.map(|a| format!(", adversarial {a:?}")).unwrap_or_default()
     );
     let d = net.input_len();
@@ -400,6 +422,7 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
     let mut ce_avg = 0.0;
     let mut pen_avg = 0.0;
     let mut averaged = 0u64;
+    let mut step_lr = lr;
     for step in start_step..total {
         let epoch = step / per_epoch;
         if epoch != order_epoch {
@@ -417,6 +440,8 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
             engine.sync(&mut net)?;
             perturb(&net, adv, &mut xb, &yb, &job.train.domain)?;
         }
+        step_lr = schedule.at(lr, step, total);
+        engine.set_learning_rate(step_lr);
         let stats = match engine.step(&mut net, &xb, &yb) {
             Ok(s) => s,
             Err(StepError::NonFinite(e)) => {
@@ -500,6 +525,8 @@ pub fn fit(mut net: Network<f32>, job: Job<'_>) -> Result<()> {
         "dropout": dropout,
         "optimizer": format!("{:?}", opts.optimizer),
         "lr": lr,
+        "lr_schedule": format!("{schedule:?}"),
+        "last_lr": step_lr,
         "seed": opts.seed,
         "device": engine.name(),
         "wall_s": wall,

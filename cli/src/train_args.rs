@@ -80,6 +80,14 @@ pub struct TrainOpts {
     /// Learning rate (default: 1e-4 for harden, 1e-3 for train).
     #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f64>,
+    /// How the learning rate changes over the run: `constant`, or `cosine` / `linear` decay from
+    /// --lr at the first step to --lr-min at the last (a function of the step, so --resume
+    /// continues the same schedule).
+    #[arg(long, value_enum, default_value_t = LrScheduleArg::Constant)]
+    pub lr_schedule: LrScheduleArg,
+    /// The learning rate of the last step with --lr-schedule cosine or linear.
+    #[arg(long, default_value_t = 0.0)]
+    pub lr_min: f64,
     /// Momentum (SGD only).
     #[arg(long, default_value_t = 0.0)]
     pub momentum: f64,
@@ -163,6 +171,17 @@ pub enum OptimizerArg {
     Rmsprop,
     /// SGD with optional momentum.
     Sgd,
+}
+
+/// Learning-rate schedules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// --lr at every step.
+    Constant,
+    /// Half a cosine from --lr down to --lr-min.
+    Cosine,
+    /// A straight line from --lr down to --lr-min.
+    Linear,
 }
 
 /// Penalties.

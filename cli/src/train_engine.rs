@@ -99,6 +99,15 @@ impl Engine {
         }
     }
 
+    /// Sets the learning rate of the next steps.
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        match self {
+            Engine::Cpu(t) => t.optimizer.set_learning_rate(lr as f32),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(g) => g.set_learning_rate(lr as f32),
+        }
+    }
+
     /// Brings `net` up to date with the engine's weights (a download from the GPU).
     pub fn sync(&self, net: &mut Network<f32>) -> Result<()> {
         match self {

@@ -135,6 +135,55 @@ fn runs_are_deterministic_and_resume_exactly() {
 }
 
 #[test]
+fn learning_rate_schedules_decay_to_their_last_rate_and_bind_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = ["--dropout", "0", "--penalty", "projections:1", "--seed", "3", "-q"];
+    // Linear decay to 0 over two steps: the second step has rate 0 and changes nothing, so the
+    // model equals the one-step run at the base rate.
+    let one = dir.path().join("one.onnx");
+    let mut a = vec!["--steps", "1"];
+    a.extend_from_slice(&common);
+    assert!(harden(&one, &a).status.success());
+    let two = dir.path().join("two.onnx");
+    let mut b = vec!["--steps", "2", "--lr-schedule", "linear", "--json"];
+    b.extend_from_slice(&common);
+    let run = harden(&two, &b);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let js: Value = serde_json::from_str(String::from_utf8(run.stdout).unwrap().trim()).unwrap();
+    assert_eq!(js["last_lr"], 0.0);
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap(), "a step at rate 0 changes nothing");
+    // ... and a decaying schedule does change the run.
+    let three = dir.path().join("three.onnx");
+    let mut c = vec!["--steps", "3", "--lr-schedule", "cosine", "--lr-min", "1e-5"];
+    c.extend_from_slice(&common);
+    assert!(harden(&three, &c).status.success());
+    let constant = dir.path().join("constant.onnx");
+    let mut d = vec!["--steps", "3"];
+    d.extend_from_slice(&common);
+    assert!(harden(&constant, &d).status.success());
+    assert_ne!(std::fs::read(&three).unwrap(), std::fs::read(&constant).unwrap());
+    // Checkpoints record the schedule with its length: resuming under another step count
+    // (another schedule) is refused.
+    let ck = dir.path().join("ck");
+    let mut e = vec!["--steps", "3", "--lr-schedule", "cosine", "--lr-min", "1e-5", "--checkpoint", s(&ck)];
+    e.extend_from_slice(&common);
+    let ck_run = dir.path().join("ck-run.onnx");
+    let run = harden(&ck_run, &e);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(std::fs::read(&three).unwrap(), std::fs::read(&ck_run).unwrap(), "checkpoints do not change the run");
+    let mut g = e.clone();
+    g[1] = "4";
+    g.push("--resume");
+    assert_error(&harden(&dir.path().join("x.onnx"), &g), "other settings");
+    // Bad schedules.
+    assert_error(
+        &harden(&dir.path().join("x.onnx"), &["--steps", "2", "--lr-schedule", "cosine", "--lr-min", "1"]),
+        "--lr-min",
+    );
+    assert_error(&harden(&dir.path().join("x.onnx"), &["--steps", "2", "--lr-min", "1e-6"]), "--lr-min applies");
+}
+
+#[test]
 fn bad_harden_inputs_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     // The output is the input model.

@@ -359,6 +359,16 @@ impl GpuTrainer {
         self
     }
 
+    /// Sets the learning rate of the next steps (a schedule calls this before each step), as
+    /// [`Optimizer::set_learning_rate`](certify_core::train::Optimizer::set_learning_rate).
+    pub fn set_learning_rate(&mut self, rate: f32) {
+        match &mut self.optimizer {
+            GpuOptimizer::Sgd { lr, .. } | GpuOptimizer::Adam { lr, .. } | GpuOptimizer::RmsProp { lr, .. } => {
+                *lr = rate
+            }
+        }
+    }
+
     /// Continues a run: `steps` steps already taken, the optimizer's saved state and the
     /// projection generator's state. Errors when the state does not fit this network.
     pub fn restore(&mut self, steps: u64, state: &OptimizerState<f32>, rng: Rng) -> Result<()> {

@@ -27,10 +27,12 @@ mod loss;
 mod objective;
 mod optim;
 mod rng;
+mod schedule;
 mod trainer;
 
 pub use loss::softmax_cross_entropy;
 pub use objective::{LossForm, Objective, ObjectiveStats, PenaltyEstimate, PenaltyTarget, Regularizer};
 pub use optim::{Adam, Optimizer, OptimizerState, RmsProp, Sgd};
 pub use rng::{counter_bits, dropout_threshold, Rng};
+pub use schedule::LrSchedule;
 pub use trainer::{counter_dropout_masks, dense_dropout_sites, dropout_masks, DropoutSite, Trainer};

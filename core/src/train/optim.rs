@@ -29,6 +29,10 @@ pub trait Optimizer<T: Float> {
     /// kind. Errors when the number of buffers does not match; the buffer sizes are checked
     /// against the network at the next step.
     fn restore(&mut self, state: OptimizerState<T>) -> Result<()>;
+
+    /// Sets the learning rate of the next steps (a schedule calls this before each step); the
+    /// state is unchanged.
+    fn set_learning_rate(&mut self, lr: T);
 }
 
 /// The state of an [`Optimizer`]: steps taken and its per-element buffers (Adam: `m`, `v`;
@@ -107,6 +111,10 @@ impl<T: Float> Sgd<T> {
 }
 
 impl<T: Float> Optimizer<T> for Sgd<T> {
+    fn set_learning_rate(&mut self, lr: T) {
+        self.lr = lr;
+    }
+
     fn state(&self) -> OptimizerState<T> {
         OptimizerState { steps: 0, buffers: alloc::vec![self.buf.0.clone()] }
     }
@@ -188,6 +196,10 @@ impl<T: Float> Adam<T> {
 }
 
 impl<T: Float> Optimizer<T> for Adam<T> {
+    fn set_learning_rate(&mut self, lr: T) {
+        self.lr = lr;
+    }
+
     fn state(&self) -> OptimizerState<T> {
         OptimizerState { steps: self.t, buffers: alloc::vec![self.m.0.clone(), self.v.0.clone()] }
     }
@@ -259,6 +271,10 @@ impl<T: Float> RmsProp<T> {
 }
 
 impl<T: Float> Optimizer<T> for RmsProp<T> {
+    fn set_learning_rate(&mut self, lr: T) {
+        self.lr = lr;
+    }
+
     fn state(&self) -> OptimizerState<T> {
         OptimizerState { steps: 0, buffers: alloc::vec![self.v.0.clone()] }
     }
