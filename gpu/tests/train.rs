@@ -6,8 +6,8 @@
 //! refused with errors.
 
 use certify_core::train::{
-    counter_dropout_masks, Adam, DropoutSite, LossForm, Objective, Optimizer, PenaltyEstimate, PenaltyTarget,
-    Regularizer, RmsProp, Rng, Sgd,
+    counter_dropout_masks, Adam, DropoutSite, LossForm, LrSchedule, Objective, Optimizer, PenaltyEstimate,
+    PenaltyTarget, Regularizer, RmsProp, Rng, Sgd,
 };
 use certify_core::{BatchNorm, Dense, Layer, Network, Pool2d};
 use certify_gpu::{Error, GpuContext, GpuOptimizer, GpuTrainer};
@@ -97,6 +97,8 @@ struct Case {
     batch: usize,
     steps: u64,
     budget: Option<u64>,
+    /// A learning-rate schedule over the `steps` steps (set before each step on both sides).
+    schedule: LrSchedule,
 }
 
 /// Runs `steps` steps on the CPU (with the GPU's dropout masks) and on the GPU from the same
@@ -116,7 +118,13 @@ fn check(ctx: &GpuContext, c: Case) {
         gpu = gpu.with_memory_budget(b);
         assert!(gpu.chunk_size(c.batch).unwrap() < c.batch, "{}: the budget splits the batch", c.what);
     }
+    let base_lr = match c.optimizer {
+        GpuOptimizer::Sgd { lr, .. } | GpuOptimizer::Adam { lr, .. } | GpuOptimizer::RmsProp { lr, .. } => lr,
+    };
     for step in 1..=c.steps {
+        let rate = c.schedule.at(base_lr as f64, step - 1, c.steps) as f32;
+        opt.set_learning_rate(rate);
+        gpu.set_learning_rate(rate);
         let x = uniform(&mut data, c.batch * d, 1.0);
         let labels: Vec<usize> = (0..c.batch).map(|_| data.below(k)).collect();
         let masks = counter_dropout_masks(&cpu, &c.dropout, c.batch, seed, step).unwrap();
@@ -202,6 +210,7 @@ fn one_step_equals_the_cpu_step_for_every_penalty_estimate() {
                     batch: 8,
                     steps: 1,
                     budget: None,
+                    schedule: LrSchedule::Constant,
                 },
             );
         }
@@ -216,20 +225,23 @@ fn several_steps_equal_the_cpu_with_every_optimizer() {
         ("rmsprop", GpuOptimizer::rmsprop(1e-3)),
         ("sgd momentum", GpuOptimizer::Sgd { lr: 0.02, momentum: 0.9 }),
     ] {
-        check(
-            &ctx,
-            Case {
-                what,
-                net: small_convnet(2),
-                objective: objective(PenaltyEstimate::Exact, LossForm::Mean, 0.1),
-                optimizer,
-                dropout: vec![DropoutSite { node: 6, rate: 0.25 }],
-                frozen: vec![],
-                batch: 6,
-                steps: 3,
-                budget: None,
-            },
-        );
+        for schedule in [LrSchedule::Constant, LrSchedule::Cosine { min: 1e-4 }] {
+            check(
+                &ctx,
+                Case {
+                    what,
+                    net: small_convnet(2),
+                    objective: objective(PenaltyEstimate::Exact, LossForm::Mean, 0.1),
+                    optimizer,
+                    dropout: vec![DropoutSite { node: 6, rate: 0.25 }],
+                    frozen: vec![],
+                    batch: 6,
+                    steps: 3,
+                    budget: None,
+                    schedule,
+                },
+            );
+        }
     }
 }
 
@@ -255,6 +267,7 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
                 batch: 11,
                 steps: 2,
                 budget,
+                schedule: LrSchedule::Constant,
             },
         );
     }
@@ -270,6 +283,7 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
             batch: 9,
             steps: 2,
             budget: None,
+            schedule: LrSchedule::Constant,
         },
     );
     check(
@@ -284,6 +298,7 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
             batch: 5,
             steps: 2,
             budget: None,
+            schedule: LrSchedule::Constant,
         },
     );
 }
