@@ -9,12 +9,8 @@
 # STEPS (300), LR (1e-4), ONLY (space-separated row names to run; default all).
 # Then: python3 scripts/table2.py OUT_DIR
 set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=../shared
-BASE=$SHARED/models/mnist-paper-base.onnx
-TRAIN=$SHARED/data/mnist/train-images-idx3-ubyte.gz
-TEST=$SHARED/data/mnist/t10k-images-idx3-ubyte.gz
-OUT=${1:-results/paper-mnist}
+# shellcheck source=scripts/paper-paths.sh
+source "$(dirname "$0")/paper-paths.sh"
 STEPS=${STEPS:-300}
 LR=${LR:-1e-4}
 CERTIFY=${CERTIFY:-target/release/certify}

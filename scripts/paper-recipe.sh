@@ -17,12 +17,8 @@
 # recipe-s$SEED-cosine, the models as OUT_DIR/NAME.onnx, and appends the commands to
 # OUT_DIR/commands.txt.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=../shared
-BASE=$SHARED/models/mnist-paper-base.onnx
-TRAIN=$SHARED/data/mnist/train-images-idx3-ubyte.gz
-TEST=$SHARED/data/mnist/t10k-images-idx3-ubyte.gz
-OUT=${1:-results/paper-mnist}
+# shellcheck source=scripts/paper-paths.sh
+source "$(dirname "$0")/paper-paths.sh"
 SEED=${SEED:-0}
 THREADS=${THREADS:-2}
 CERTIFY=${CERTIFY:-target/release/certify}
