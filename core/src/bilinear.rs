@@ -15,6 +15,7 @@
 
 use alloc::vec::Vec;
 
+use crate::demand::{sparse_samples, SparseConvs};
 use crate::error::{Error, Result};
 use crate::forward::Trace;
 use crate::network::Network;
@@ -22,8 +23,8 @@ use crate::params::{LayerGrads, ParamGrads};
 use crate::reverse::param_grads;
 use crate::scalar::Float;
 
-/// Cotangent rows per piece of the batch (4 Mi values of the widest node, 16 MB in f32).
-const PIECE_VALUES: usize = 1 << 22;
+/// Cotangent rows per piece of the batch (16 Mi values of the widest node, 64 MB in f32).
+const PIECE_VALUES: usize = 1 << 24;
 
 /// The result of [`Network::bilinear_grads`] for cotangents `v` (`rows` per sample).
 #[derive(Clone, Debug)]
@@ -69,6 +70,20 @@ impl<T: Float> Network<T> {
         rows: usize,
         sparse: bool,
     ) -> Result<BilinearGrads<T>> {
+        let convs = if sparse { self.sparse_convs(trace) } else { (0..self.nodes().len()).map(|_| None).collect() };
+        self.bilinear_grads_given(trace, v, rows, &convs)
+    }
+
+    /// [`bilinear_grads`](Self::bilinear_grads) with the sparse convolutions `sparse` made
+    /// for `trace` by [`Network::sparse_convs`] (so one demand analysis serves several passes
+    /// over the same trace); `None` entries are computed dense.
+    pub(crate) fn bilinear_grads_given(
+        &self,
+        trace: &Trace<T>,
+        v: &[T],
+        rows: usize,
+        sparse: &SparseConvs<'_, T>,
+    ) -> Result<BilinearGrads<T>> {
         self.check_piecewise_linear()?;
         let (batch, k, d) = (trace.batch(), self.num_classes(), self.input_len());
         crate::forward::check_input(v, batch.saturating_mul(rows), k, "cotangents")?;
@@ -84,15 +99,13 @@ impl<T: Float> Network<T> {
         };
         for start in (0..batch).step_by(piece) {
             let end = (start + piece).min(batch);
-            let owned;
-            let part = if end - start == batch {
-                trace
-            } else {
-                owned = trace.samples(start, end);
-                &owned
-            };
             let vs = &v[start * rows * k..end * rows * k];
-            self.bilinear_piece(part, vs, rows, &mut out, start, sparse)?;
+            if end - start == batch {
+                self.bilinear_piece(trace, vs, rows, &mut out, start, sparse)?;
+            } else {
+                let part = trace.samples(start, end);
+                self.bilinear_piece(&part, vs, rows, &mut out, start, &sparse_samples(sparse, start, end))?;
+            }
         }
         Ok(out)
     }
@@ -104,13 +117,12 @@ impl<T: Float> Network<T> {
         rows: usize,
         out: &mut BilinearGrads<T>,
         start: usize,
-        sparse: bool,
+        sparse: &SparseConvs<'_, T>,
     ) -> Result<()> {
         let n = trace.batch();
         let (k, d) = (self.num_classes(), self.input_len());
         let mut cot: Vec<Option<Vec<T>>> = alloc::vec![None; self.nodes().len()];
-        let sparse = if sparse { self.sparse_convs(trace) } else { (0..self.nodes().len()).map(|_| None).collect() };
-        let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(&sparse))?;
+        let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(sparse))?;
         let nodes = self.nodes();
         let grads = &mut out.grads;
         let ju = self.tangent_walk(
@@ -128,7 +140,7 @@ impl<T: Float> Network<T> {
                     (_, acc) => param_grads(node, in_shape, t_in, &dy, n * rows, 1, acc, false),
                 }
             },
-            Some(&sparse),
+            Some(sparse),
         )?;
         out.vjp[start * rows * d..(start + n) * rows * d].copy_from_slice(&u);
         out.jvp[start * rows * k..(start + n) * rows * k].copy_from_slice(&ju);

@@ -34,7 +34,27 @@ pub(crate) struct SparseConv<'a, T: Clone> {
     /// Its weights in the `[Cout, kh, kw, Cin]` order (a dense layer's own weights, borrowed).
     pub w_hwc: Cow<'a, [T]>,
     /// The demanded sites of each sample of the trace.
-    pub sites: Vec<Sites>,
+    pub sites: Cow<'a, [Sites]>,
+}
+
+impl<T: Clone> SparseConv<'_, T> {
+    /// This convolution restricted to the samples `start..end` (borrowed, nothing copied).
+    pub fn samples(&self, start: usize, end: usize) -> SparseConv<'_, T> {
+        SparseConv {
+            geom: self.geom.clone(),
+            w_hwc: Cow::Borrowed(&self.w_hwc),
+            sites: Cow::Borrowed(&self.sites[start..end]),
+        }
+    }
+}
+
+/// `sparse` restricted to the samples `start..end` of its trace (borrowed).
+pub(crate) fn sparse_samples<'a, T: Clone>(
+    sparse: &'a SparseConvs<'_, T>,
+    start: usize,
+    end: usize,
+) -> SparseConvs<'a, T> {
+    sparse.iter().map(|s| s.as_ref().map(|s| s.samples(start, end))).collect()
 }
 
 /// For each node, `Some` when it is a convolution to compute sparsely.
@@ -101,7 +121,7 @@ impl<T: Float> Network<T> {
                 Layer::Dense(d) => Cow::Borrowed(d.weight.as_slice()),
                 _ => unreachable!("only convolutions and dense layers have a sparse geometry"),
             };
-            out[id] = Some(SparseConv { geom, w_hwc, sites });
+            out[id] = Some(SparseConv { geom, w_hwc, sites: Cow::Owned(sites) });
         }
         out
     }

@@ -7,9 +7,8 @@ use crate::gemm::{dot, gemm, Mat};
 use crate::kernels::{conv, elementwise, layout, pool};
 use crate::layer::Layer;
 use crate::network::{Network, Node};
-use crate::parallel::{for_row_blocks, for_rows};
+use crate::parallel::{for_row_blocks, for_rows, for_rows2};
 use crate::scalar::Float;
-use crate::tangent::maxpool_argmax;
 
 /// Up to this many matrix rows, dense layers use matrix-vector products instead of a packed
 /// matrix product (which would repack the whole weight matrix for a handful of rows).
@@ -149,6 +148,7 @@ impl<T: Float> Network<T> {
         let mut remaining = self.consumers();
         let mut values: Vec<Vec<T>> = alloc::vec![Vec::new(); nodes.len()];
         values[0] = x.to_vec();
+        let mut winners: Vec<Option<Vec<usize>>> = alloc::vec![None; nodes.len()];
         for id in 1..nodes.len() {
             if !live[id] {
                 continue;
@@ -156,7 +156,15 @@ impl<T: Float> Network<T> {
             let node = &nodes[id];
             let ins: Vec<&[T]> = node.inputs.iter().map(|&i| values[i].as_slice()).collect();
             let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
-            let mut out = forward_node(node, &shapes, &ins, batch, true);
+            let mut out = match (&node.layer, keep) {
+                // Values and winners in one pass over the input.
+                (Layer::MaxPool2d(p), true) => {
+                    let (out, arg) = max_pool_with_winners(p, shapes[0], &node.shape, ins[0], batch);
+                    winners[id] = Some(arg);
+                    out
+                }
+                _ => forward_node(node, &shapes, &ins, batch, true),
+            };
             if let Some(Some(m)) = masks.get(id) {
                 out.iter_mut().zip(m).for_each(|(v, &k)| *v *= k);
             }
@@ -170,21 +178,31 @@ impl<T: Float> Network<T> {
             }
             values[id] = out;
         }
-        let mut winners: Vec<Option<Vec<usize>>> = alloc::vec![None; nodes.len()];
-        if keep {
-            for (id, node) in nodes.iter().enumerate() {
-                if let (Layer::MaxPool2d(p), true) = (&node.layer, live[id]) {
-                    let first = node.inputs[0];
-                    winners[id] = Some(maxpool_argmax(p, &nodes[first].shape, &node.shape, &values[first], batch));
-                }
-            }
-        }
         Ok(Trace { batch, values, masks, winners })
     }
 }
 
 /// Multiplies `rows` rows per sample of node values (`[batch, rows, size]`) by the sample's
 /// dropout mask (`[batch, size]`).
+/// Max pooling of `batch` samples `x` (`[batch, in]`): the values `[batch, out]` and, for
+/// each output, the flat input index of its window's winner (samples in parallel).
+fn max_pool_with_winners<T: Float>(
+    p: &crate::layer::Pool2d,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    x: &[T],
+    batch: usize,
+) -> (Vec<T>, Vec<usize>) {
+    let in_size: usize = in_shape.iter().product();
+    let out_size: usize = out_shape.iter().product();
+    let mut y = alloc::vec![T::ZERO; batch * out_size];
+    let mut arg = alloc::vec![0usize; batch * out_size];
+    for_rows2(&mut y, out_size, &mut arg, out_size, |b, yr, ar| {
+        pool::max_forward(p, in_shape, out_shape, &x[b * in_size..(b + 1) * in_size], yr, Some(ar))
+    });
+    (y, arg)
+}
+
 pub(crate) fn apply_mask<T: Float>(values: &mut [T], mask: &[T], rows: usize, size: usize) {
     for (r, row) in values.chunks_mut(size).enumerate() {
         let s = r / rows;

@@ -26,6 +26,30 @@ where
     }
 }
 
+/// [`for_rows`] over two outputs at once: `f(row_index, a_row, b_row)` for the `a_len`-sized
+/// chunks of `a` and the matching `b_len`-sized chunks of `b` (same number of rows).
+pub(crate) fn for_rows2<A, B, F>(a: &mut [A], a_len: usize, b: &mut [B], b_len: usize, f: F)
+where
+    A: Send,
+    B: Send,
+    F: Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+{
+    if a_len == 0 || b_len == 0 || a.is_empty() {
+        return;
+    }
+    #[cfg(feature = "std")]
+    {
+        use rayon::prelude::*;
+        if a.len() / a_len > 1 && rayon::current_num_threads() > 1 {
+            a.par_chunks_mut(a_len).zip(b.par_chunks_mut(b_len)).enumerate().for_each(|(i, (x, y))| f(i, x, y));
+            return;
+        }
+    }
+    for (i, (x, y)) in a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).enumerate() {
+        f(i, x, y);
+    }
+}
+
 /// Splits `out` (`rows` rows of `row_len`) into about one block of whole rows per thread and
 /// calls `f(first_row, block)` on each, in parallel when threads are available.
 pub(crate) fn for_row_blocks<T, F>(out: &mut [T], row_len: usize, f: F)

@@ -69,6 +69,21 @@ pub(crate) fn max_forward<T: Float>(
     y: &mut [T],
     mut arg: Option<&mut [usize]>,
 ) {
+    if is_plain_2x2(p, inp, out) {
+        return max_forward_2x2(inp, x, y, arg);
+    }
+    max_forward_windows(p, inp, out, x, y, arg)
+}
+
+/// [`max_forward`] through the general window walk (any kernel, stride and padding).
+fn max_forward_windows<T: Float>(
+    p: &Pool2d,
+    inp: &[usize],
+    out: &[usize],
+    x: &[T],
+    y: &mut [T],
+    mut arg: Option<&mut [usize]>,
+) {
     windows(p, inp, out, |o, win, _| {
         let mut best = usize::MAX;
         let mut bv = T::ZERO;
@@ -83,6 +98,46 @@ pub(crate) fn max_forward<T: Float>(
             a[o] = best;
         }
     });
+}
+
+/// Whether `p` is a 2×2 window with stride 2 and no padding whose windows tile the input
+/// exactly (even height and width): the common case [`max_forward_2x2`] handles.
+fn is_plain_2x2(p: &Pool2d, inp: &[usize], out: &[usize]) -> bool {
+    p.kernel == [2, 2]
+        && p.stride == [2, 2]
+        && p.padding == [0; 4]
+        && inp[1] % 2 == 0
+        && inp[2] % 2 == 0
+        && out[1] * 2 == inp[1]
+        && out[2] * 2 == inp[2]
+}
+
+/// [`max_forward`] for a plain 2×2 pool ([`is_plain_2x2`]), with the same winners: the first
+/// maximum in scan order (top-left, top-right, bottom-left, bottom-right).
+fn max_forward_2x2<T: Float>(inp: &[usize], x: &[T], y: &mut [T], mut arg: Option<&mut [usize]>) {
+    let (c, h, w) = (inp[0], inp[1], inp[2]);
+    let (ho, wo) = (h / 2, w / 2);
+    for ch in 0..c {
+        for oy in 0..ho {
+            let top = (ch * h + 2 * oy) * w;
+            let bottom = top + w;
+            let o0 = (ch * ho + oy) * wo;
+            for ox in 0..wo {
+                let cand = [top + 2 * ox, top + 2 * ox + 1, bottom + 2 * ox, bottom + 2 * ox + 1];
+                let (mut best, mut bv) = (cand[0], x[cand[0]]);
+                for &i in &cand[1..] {
+                    if x[i] > bv {
+                        best = i;
+                        bv = x[i];
+                    }
+                }
+                y[o0 + ox] = bv;
+                if let Some(a) = arg.as_deref_mut() {
+                    a[o0 + ox] = best;
+                }
+            }
+        }
+    }
 }
 
 /// Average pooling of one sample (also its own tangent map: it is linear).
@@ -133,4 +188,32 @@ pub(crate) fn avg_backward_acc<T: Float>(p: &Pool2d, inp: &[usize], out: &[usize
         let g = dy[o] / T::from_f64(count as f64);
         win.for_each(|i| dx[i] += g);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 2×2 fast path gives the general walk's values and winners, ties included.
+    #[test]
+    fn plain_2x2_pooling_equals_the_general_window_walk() {
+        let p = Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0; 4], count_include_pad: false, ceil_mode: false };
+        let (inp, out) = ([3usize, 6, 8], [3usize, 3, 4]);
+        assert!(is_plain_2x2(&p, &inp, &out));
+        // Few distinct values, so most windows have ties.
+        let mut seed = 7u64;
+        let x: alloc::vec::Vec<f64> = (0..3 * 6 * 8)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 61) as f64) - 3.0
+            })
+            .collect();
+        let (mut ya, mut yb) = ([0.0; 36], [0.0; 36]);
+        let (mut aa, mut ab) = ([0usize; 36], [0usize; 36]);
+        max_forward(&p, &inp, &out, &x, &mut ya, Some(&mut aa));
+        max_forward_windows(&p, &inp, &out, &x, &mut yb, Some(&mut ab));
+        assert_eq!(ya, yb);
+        assert_eq!(aa, ab);
+        assert!(aa.iter().zip(&ya).all(|(&i, &v)| x[i] == v));
+    }
 }

@@ -31,6 +31,7 @@
 
 use alloc::vec::Vec;
 
+use crate::demand::{sparse_samples, SparseConvs};
 use crate::error::{Error, Result};
 use crate::forward::Trace;
 use crate::network::{Network, NodeId};
@@ -208,12 +209,14 @@ impl Objective {
             _ => b,
         };
         let active = self.regularizer != Regularizer::None && self.lambda > 0.0 && b > 0;
+        // One demand analysis serves the cross-entropy backward pass and the penalty's passes.
+        let sparse = net.sparse_convs(trace);
         let mut cot = ce_cot;
         let mut penalty_grads: Option<ParamGrads<T>> = None;
         if active {
             match self.regularizer {
                 Regularizer::Jacobian => {
-                    let (sq, g) = self.jacobian_penalty(net, trace, penalised, rng)?;
+                    let (sq, g) = self.jacobian_penalty(net, trace, &sparse, penalised, rng)?;
                     // sq: mean over penalised samples of the ‖J_i‖² estimate;
                     // g: gradient of the same mean.
                     let (term, coef) = if sum_form {
@@ -232,7 +235,8 @@ impl Objective {
                     penalty_grads = Some(g);
                 }
                 Regularizer::InputGradient => {
-                    let (sq, g, extra) = self.input_gradient_penalty(net, trace, &logit_cot, &probs, penalised)?;
+                    let (sq, g, extra) =
+                        self.input_gradient_penalty(net, trace, &sparse, &logit_cot, &probs, penalised)?;
                     // Mean form: λ·mean; sum form: λ·B·mean (extrapolated from the subsample).
                     let scale = if sum_form { self.lambda * bf } else { self.lambda };
                     stats.penalty_sq = sq;
@@ -249,7 +253,8 @@ impl Objective {
         }
         stats.loss = if sum_form { ce_sum } else { ce_sum / bf } + stats.penalty_term;
         let cot_t: Vec<T> = cot.iter().map(|&v| T::from_f64(v)).collect();
-        let (_, mut grads) = net.backward(trace, &cot_t, 1)?;
+        let mut grads = ParamGrads::zeros_like(net);
+        net.reverse(trace, &cot_t, 1, Some(&mut grads), None, Some(&sparse))?;
         if let Some(g) = penalty_grads {
             grads.add_assign(&g);
         }
@@ -262,6 +267,7 @@ impl Objective {
         &self,
         net: &Network<T>,
         trace: &Trace<T>,
+        sparse: &SparseConvs<'_, T>,
         m: usize,
         rng: &mut Rng,
     ) -> Result<(f64, ParamGrads<T>)> {
@@ -326,7 +332,13 @@ impl Objective {
                 owned = target_trace.samples(start, end);
                 &owned
             };
-            let bl = target_net.bilinear_grads(part, &v, rows)?;
+            let bl = match self.target {
+                // The demand analysis of the whole trace, restricted to this piece.
+                PenaltyTarget::Logits => {
+                    target_net.bilinear_grads_given(part, &v, rows, &sparse_samples(sparse, start, end))?
+                }
+                PenaltyTarget::Node(_) => target_net.bilinear_grads(part, &v, rows)?,
+            };
             total += bl.vjp.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>();
             g.add_assign(&bl.grads);
         }
@@ -345,6 +357,7 @@ impl Objective {
         &self,
         net: &Network<T>,
         trace: &Trace<T>,
+        sparse: &SparseConvs<'_, T>,
         logit_cot: &[f64],
         probs: &[f64],
         m: usize,
@@ -359,7 +372,7 @@ impl Objective {
         };
         let c: Vec<T> = logit_cot[..m * k].iter().map(|&v| T::from_f64(v)).collect();
         // u_i = J_iᵀ c_i = ∇_x CE_i;  ‖u_i‖² = c_iᵀ J_i u_i.
-        let bl = net.bilinear_grads(t, &c, 1)?;
+        let bl = net.bilinear_grads_given(t, &c, 1, &sparse_samples(sparse, 0, m))?;
         let mf = m as f64;
         let total: f64 = bl.vjp.iter().map(|x| x.to_f64() * x.to_f64()).sum();
         let sq = total / mf;
