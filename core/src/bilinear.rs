@@ -122,7 +122,7 @@ impl<T: Float> Network<T> {
         let n = trace.batch();
         let (k, d) = (self.num_classes(), self.input_len());
         let mut cot: Vec<Option<Vec<T>>> = alloc::vec![None; self.nodes().len()];
-        let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(sparse))?;
+        let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(sparse), true)?;
         let nodes = self.nodes();
         let grads = &mut out.grads;
         let ju = self.tangent_walk(
@@ -199,8 +199,8 @@ mod tests {
         let f = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
         // The plain reverse pass with parameter gradients (what `backward` runs).
         let (mut pa, mut pb) = (ParamGrads::zeros_like(net), ParamGrads::zeros_like(net));
-        let dxa = net.reverse(&trace, &v, rows, Some(&mut pa), None, Some(&sparse)).unwrap();
-        let dxb = net.reverse(&trace, &v, rows, Some(&mut pb), None, None).unwrap();
+        let dxa = net.reverse(&trace, &v, rows, Some(&mut pa), None, Some(&sparse), true).unwrap();
+        let dxb = net.reverse(&trace, &v, rows, Some(&mut pb), None, None, true).unwrap();
         for (what, x, y) in [
             ("backward dx", f(&dxa), f(&dxb)),
             ("backward params", f(&pa.tensors().concat()), f(&pb.tensors().concat())),
@@ -222,6 +222,8 @@ mod tests {
     fn sparse_convolutions_equal_dense_on_the_paper_network() {
         let net: Network<f64> = Arch::PaperMnist.build(None, &mut Rng::new(1)).unwrap();
         sparse_equals_dense(&net, 3, 10, 2, 1e-12, true);
+        // One row per sample (the one-projection penalty): the channel-blocked kernels.
+        sparse_equals_dense(&net.cast::<f32>(), 4, 1, 5, 1e-4, true);
         // f32 runs the AVX2 inner loops where the processor has them.
         sparse_equals_dense(&net.cast::<f32>(), 5, 10, 2, 1e-4, true);
     }
@@ -262,6 +264,8 @@ mod tests {
         net.then("fc", Layer::Dense(Dense { weight: u(4 * features), bias: None, inputs: features, outputs: 4 }))
             .unwrap();
         sparse_equals_dense(&net, 3, 5, 8, 1e-12, false);
+        sparse_equals_dense(&net, 3, 1, 9, 1e-12, false);
+        sparse_equals_dense(&net.cast::<f32>(), 2, 1, 9, 1e-4, false);
         sparse_equals_dense(&net.cast::<f32>(), 3, 6, 8, 1e-4, false);
     }
 }

@@ -10,16 +10,27 @@ pub(crate) struct Mat<'a, T> {
     pub rows: usize,
     /// Columns of the stored (untransposed) matrix.
     pub cols: usize,
+    /// Distance between the starts of consecutive stored rows (`cols` for a dense matrix).
+    pub ld: usize,
     /// Read as its transpose.
     pub t: bool,
 }
 
 impl<'a, T> Mat<'a, T> {
     pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
-        Mat { data, rows, cols, t: false }
+        Mat { data, rows, cols, ld: cols, t: false }
+    }
+    /// A `rows × cols` block whose stored rows start `ld ≥ cols` values apart (e.g. a band of
+    /// columns of a wider row-major matrix, `data` starting at its first column).
+    pub fn strided(data: &'a [T], rows: usize, cols: usize, ld: usize) -> Self {
+        Mat { data, rows, cols, ld, t: false }
     }
     pub fn t(self) -> Self {
         Mat { t: !self.t, ..self }
+    }
+    /// Whether every stored element lies inside `data`.
+    fn fits(&self) -> bool {
+        self.ld >= self.cols && (self.rows == 0 || self.data.len() >= (self.rows - 1) * self.ld + self.cols)
     }
     fn logical(&self) -> (usize, usize) {
         if self.t {
@@ -30,9 +41,9 @@ impl<'a, T> Mat<'a, T> {
     }
     fn strides(&self) -> (isize, isize) {
         if self.t {
-            (1, self.cols as isize)
+            (1, self.ld as isize)
         } else {
-            (self.cols as isize, 1)
+            (self.ld as isize, 1)
         }
     }
 }
@@ -44,8 +55,8 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c:
     let (m, k) = a.logical();
     let (k2, n) = b.logical();
     assert_eq!(k, k2, "gemm inner dimensions");
-    assert!(a.data.len() >= a.rows * a.cols, "gemm lhs too short");
-    assert!(b.data.len() >= b.rows * b.cols, "gemm rhs too short");
+    assert!(a.fits(), "gemm lhs too short");
+    assert!(b.fits(), "gemm rhs too short");
     assert!(c.len() >= m * n, "gemm output too short");
     if m == 0 || n == 0 {
         return;

@@ -27,7 +27,7 @@ impl<T: Float> Network<T> {
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
         let sparse = self.sparse_convs(trace);
-        self.reverse(trace, cotangents, rows, None, None, Some(&sparse))
+        self.reverse(trace, cotangents, rows, None, None, Some(&sparse), true)
     }
 
     /// Reverse mode with parameter gradients: the input gradient of [`vjp`](Self::vjp) (same
@@ -37,7 +37,7 @@ impl<T: Float> Network<T> {
     pub fn backward(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<(Vec<T>, ParamGrads<T>)> {
         let mut params = ParamGrads::zeros_like(self);
         let sparse = self.sparse_convs(trace);
-        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None, Some(&sparse))?;
+        let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None, Some(&sparse), true)?;
         Ok((dx, params))
     }
 
@@ -46,6 +46,9 @@ impl<T: Float> Network<T> {
     /// the outputs of nodes with trainable parameters are kept in `record[id]` when it is given.
     /// Convolutions listed in `sparse` (see [`Network::sparse_convs`]) propagate from their
     /// demanded sites only: exact, since the cotangents vanish at every other site.
+    /// With `input_grad = false` the cotangents of the network input are not computed and the
+    /// returned vector is empty (a backward pass for parameter gradients only).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn reverse(
         &self,
         trace: &Trace<T>,
@@ -54,6 +57,7 @@ impl<T: Float> Network<T> {
         mut params: Option<&mut ParamGrads<T>>,
         mut record: Option<&mut Vec<Option<Vec<T>>>>,
         sparse: Option<&SparseConvs<'_, T>>,
+        input_grad: bool,
     ) -> Result<Vec<T>> {
         let batch = trace.batch();
         check_input(cotangents, batch.saturating_mul(rows), self.num_classes(), "cotangents")?;
@@ -85,6 +89,13 @@ impl<T: Float> Network<T> {
                     }
                     (_, acc) => param_grads(node, shapes[0], trace.value(first), &dy, batch, rows, acc, true),
                 }
+            }
+            if !input_grad && node.inputs.iter().all(|&i| i == 0) {
+                // Only the network input lies below: nothing more to propagate.
+                if let Some(rec) = record.as_deref_mut() {
+                    rec[id] = Some(dy);
+                }
+                continue;
             }
             // Cotangents of parameter layers are kept (moved after their last use below).
             let recording = record.is_some();
@@ -242,6 +253,9 @@ impl<T: Float> Network<T> {
                 }
             }
         }
+        if !input_grad {
+            return Ok(Vec::new());
+        }
         // An input that does not reach the output has a zero gradient.
         Ok(grads[0].take().unwrap_or_else(|| alloc::vec![T::ZERO; n_rows * self.input_len()]))
     }
@@ -267,6 +281,22 @@ fn add_bias_grads<T: Float>(db: &mut [T], dys: &[T], out_size: usize) {
             *d += row[o * npos..(o + 1) * npos].iter().copied().sum::<T>();
         }
     }
+}
+
+/// `weight += dysᵀ·x` for a dense layer (`dys` `[m, outputs]`, `x` `[m, inputs]`, `weight`
+/// `[outputs, inputs]`), the output rows split over the threads.
+pub(crate) fn dense_weight_grad<T: Float>(
+    dys: &[T],
+    x: &[T],
+    m: usize,
+    outputs: usize,
+    inputs: usize,
+    weight: &mut [T],
+) {
+    for_row_blocks(weight, inputs, |first, block| {
+        let nb = block.len() / inputs;
+        gemm(T::ONE, Mat::strided(&dys[first..], m, nb, outputs).t(), Mat::new(x, m, inputs), T::ONE, block);
+    });
 }
 
 /// `dy` (`[batch, rows, size]`) summed over the rows of each sample: `[batch, size]`.
@@ -328,7 +358,7 @@ pub(crate) fn param_grads<T: Float>(
         (Layer::Dense(d), LayerGrads::Dense { weight, bias }) => {
             let dys = sum_over_rows(dy, batch, rows, out_size);
             let m = batch * (in_size / d.inputs);
-            gemm(T::ONE, Mat::new(&dys, m, d.outputs).t(), Mat::new(x, m, d.inputs), T::ONE, weight);
+            dense_weight_grad(&dys, x, m, d.outputs, d.inputs, weight);
             if let (Some(db), true) = (bias, offsets) {
                 for row in dys.chunks(d.outputs) {
                     db.iter_mut().zip(row).for_each(|(a, &b)| *a += b);

@@ -75,6 +75,7 @@ impl<T: Float> Network<T> {
         }
         let nodes = self.nodes();
         let live = self.live();
+        let consumers = self.consumers();
         let mut t: Vec<Vec<T>> = alloc::vec![Vec::new(); nodes.len()];
         t[0] = tangents.to_vec();
         for id in 1..nodes.len() {
@@ -90,14 +91,23 @@ impl<T: Float> Network<T> {
             }
             let out = match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
-                    let primal = trace.value(node.inputs[0]);
-                    let tin = &t[node.inputs[0]];
-                    let mut out = alloc::vec![T::ZERO; batch * rows * in_size];
-                    for (r, (o, ti)) in out.chunks_mut(in_size).zip(tin.chunks(in_size)).enumerate() {
-                        let s = r / rows;
-                        o.copy_from_slice(ti);
-                        elementwise::scale_by_derivative(&node.layer, &primal[s * in_size..(s + 1) * in_size], o);
-                    }
+                    let input = node.inputs[0];
+                    let primal = trace.value(input);
+                    // In place when this node is the only reader of its input's tangents.
+                    let mut out = if input != 0 && consumers[input] == 1 {
+                        core::mem::take(&mut t[input])
+                    } else {
+                        t[input].clone()
+                    };
+                    for_rows(
+                        &mut out,
+                        in_size,
+                        || (),
+                        |_, r, o| {
+                            let s = r / rows;
+                            elementwise::scale_by_derivative(&node.layer, &primal[s * in_size..(s + 1) * in_size], o)
+                        },
+                    );
                     out
                 }
                 Layer::MaxPool2d(p) => {

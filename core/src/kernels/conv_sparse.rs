@@ -285,6 +285,23 @@ pub(crate) fn forward_sample<T: Float>(
     let (klen, span) = (g.kh * g.run(), g.patch_span());
     let seg = Segments { count: g.kh, len: g.run(), stride: g.run_stride() };
     let mut out = [T::ZERO; ROW_BLOCK];
+    if rows == 1 {
+        // One row: the channels of a position share its patch, [`ROW_BLOCK`] at a time.
+        for p in 0..g.npos {
+            let patch = &xp[g.patch_start(p)..g.patch_start(p) + span];
+            for block in sites.at(p).chunks(ROW_BLOCK) {
+                let mut ws: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                for (w, &ch) in ws.iter_mut().zip(block) {
+                    *w = &w_hwc[ch as usize * klen..(ch as usize + 1) * klen];
+                }
+                dots_shared(simd, &ws[..block.len()], patch, seg, &mut out);
+                for (&ch, &v) in block.iter().zip(&out) {
+                    y[ch as usize * g.npos + p] = v;
+                }
+            }
+        }
+        return;
+    }
     for p in 0..g.npos {
         let chans = sites.at(p);
         if chans.is_empty() {
@@ -397,6 +414,43 @@ pub(crate) fn weight_grad_sample<T: Float>(
     let xp = padded_rows(g, x, scratch);
     let simd = simd_available();
     let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
+    if rows == 1 {
+        // One row: channel by channel, [`ROW_BLOCK`] patches per pass over the channel's
+        // weight-gradient row (its nonzero cotangents are read straight from `dy`).
+        for ch in channels.clone() {
+            let local = ch - channels.start;
+            let d = &mut dw_part[local * klen..(local + 1) * klen];
+            let mut coef = [T::ZERO; ROW_BLOCK];
+            let mut at = [0usize; ROW_BLOCK];
+            let mut filled = 0;
+            let mut flush = |coef: &[T], at: &[usize], d: &mut [T]| {
+                for ki in 0..g.kh {
+                    let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                    for (b, &start) in block.iter_mut().zip(at) {
+                        let o = start + ki * rstride;
+                        *b = &xp[o..o + run];
+                    }
+                    accumulate_rows(simd, &mut d[ki * run..(ki + 1) * run], coef, &block[..at.len()]);
+                }
+            };
+            for (p, &c) in dy[ch * g.npos..(ch + 1) * g.npos].iter().enumerate() {
+                if c == T::ZERO {
+                    continue;
+                }
+                coef[filled] = c;
+                at[filled] = g.patch_start(p);
+                filled += 1;
+                if filled == ROW_BLOCK {
+                    flush(&coef, &at, d);
+                    filled = 0;
+                }
+            }
+            if filled > 0 {
+                flush(&coef[..filled], &at[..filled], d);
+            }
+        }
+        return;
+    }
     for p in 0..g.npos {
         let all = sites.at(p);
         // Channels are listed in increasing order.
@@ -462,6 +516,33 @@ fn dots<T: Float>(simd: bool, w: &[T], rows: &[&[T]], seg: Segments, out: &mut [
             let ws = &w[s * seg.len..(s + 1) * seg.len];
             let rs = &r[s * seg.stride..s * seg.stride + seg.len];
             acc += ws.iter().zip(rs).map(|(&a, &b)| a * b).sum::<T>();
+        }
+        *o = acc;
+    }
+}
+
+/// `out[j] = Σ_s ws[j][s·len..(s+1)·len]·patch[s·stride..s·stride + len]` for up to
+/// [`ROW_BLOCK`] weight rows `ws` sharing one patch.
+#[inline(always)]
+fn dots_shared<T: Float>(simd: bool, ws: &[&[T]], patch: &[T], seg: Segments, out: &mut [T]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if simd {
+        if let (Some(patch), Some(out)) = (avx2::as_f32(patch), avx2::as_f32_mut(out)) {
+            let mut w: [&[f32]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+            for (d, s) in w.iter_mut().zip(ws) {
+                *d = avx2::as_f32(s).expect("same type as patch");
+            }
+            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
+            return unsafe { avx2::dots_shared(&w[..ws.len()], patch, seg.count, seg.len, seg.stride, out) };
+        }
+    }
+    let _ = simd;
+    for (o, w) in out.iter_mut().zip(ws) {
+        let mut acc = T::ZERO;
+        for s in 0..seg.count {
+            let a = &w[s * seg.len..(s + 1) * seg.len];
+            let b = &patch[s * seg.stride..s * seg.stride + seg.len];
+            acc += a.iter().zip(b).map(|(&x, &y)| x * y).sum::<T>();
         }
         *o = acc;
     }
@@ -582,6 +663,65 @@ mod avx2 {
             for j in 0..N {
                 for i in full..len {
                     tail[j] += *wp.add(i) * *p[j].add(i);
+                }
+            }
+        }
+        for j in 0..N {
+            out[j] = hsum(acc[j]) + tail[j];
+        }
+    }
+
+    /// `out[j] = Σ_s ws[j][s·len..][..len]·patch[s·stride..][..len]` (each `ws[j]` holds
+    /// `count` runs back to back; `patch` spans `(count − 1)·stride + len` values; at most
+    /// [`ROW_BLOCK`] weight rows).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots_shared(ws: &[&[f32]], patch: &[f32], count: usize, len: usize, stride: usize, out: &mut [f32]) {
+        assert!(
+            ws.len() <= ROW_BLOCK
+                && out.len() >= ws.len()
+                && ws.iter().all(|w| w.len() >= count * len)
+                && (count == 0 || patch.len() >= (count - 1) * stride + len)
+        );
+        match ws.len() {
+            1 => dots_shared_n::<1>(ws, patch, count, len, stride, out),
+            2 => dots_shared_n::<2>(ws, patch, count, len, stride, out),
+            3 => dots_shared_n::<3>(ws, patch, count, len, stride, out),
+            4 => dots_shared_n::<4>(ws, patch, count, len, stride, out),
+            5 => dots_shared_n::<5>(ws, patch, count, len, stride, out),
+            _ => {}
+        }
+    }
+
+    /// [`dots_shared`] for exactly `N` weight rows (bounds checked by the caller).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_shared_n<const N: usize>(
+        ws: &[&[f32]],
+        patch: &[f32],
+        count: usize,
+        len: usize,
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let full = len - len % 8;
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut tail = [0.0f32; N];
+        let mut w = [core::ptr::null::<f32>(); N];
+        for s in 0..count {
+            let pp = patch.as_ptr().add(s * stride);
+            for j in 0..N {
+                w[j] = ws[j].as_ptr().add(s * len);
+            }
+            let mut i = 0;
+            while i < full {
+                let pv = _mm256_loadu_ps(pp.add(i));
+                for j in 0..N {
+                    acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w[j].add(i)), pv, acc[j]);
+                }
+                i += 8;
+            }
+            for j in 0..N {
+                for i in full..len {
+                    tail[j] += *w[j].add(i) * *pp.add(i);
                 }
             }
         }

@@ -67,7 +67,7 @@ pub(crate) fn max_forward<T: Float>(
     out: &[usize],
     x: &[T],
     y: &mut [T],
-    mut arg: Option<&mut [usize]>,
+    arg: Option<&mut [usize]>,
 ) {
     if is_plain_2x2(p, inp, out) {
         return max_forward_2x2(inp, x, y, arg);

@@ -254,7 +254,7 @@ impl Objective {
         stats.loss = if sum_form { ce_sum } else { ce_sum / bf } + stats.penalty_term;
         let cot_t: Vec<T> = cot.iter().map(|&v| T::from_f64(v)).collect();
         let mut grads = ParamGrads::zeros_like(net);
-        net.reverse(trace, &cot_t, 1, Some(&mut grads), None, Some(&sparse))?;
+        net.reverse(trace, &cot_t, 1, Some(&mut grads), None, Some(&sparse), false)?;
         if let Some(g) = penalty_grads {
             grads.add_assign(&g);
         }
