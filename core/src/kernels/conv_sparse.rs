@@ -423,7 +423,7 @@ pub(crate) fn weight_grad_sample<T: Float>(
             let mut coef = [T::ZERO; ROW_BLOCK];
             let mut at = [0usize; ROW_BLOCK];
             let mut filled = 0;
-            let mut flush = |coef: &[T], at: &[usize], d: &mut [T]| {
+            let flush = |coef: &[T], at: &[usize], d: &mut [T]| {
                 for ki in 0..g.kh {
                     let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
                     for (b, &start) in block.iter_mut().zip(at) {

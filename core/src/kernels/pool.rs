@@ -106,8 +106,8 @@ fn is_plain_2x2(p: &Pool2d, inp: &[usize], out: &[usize]) -> bool {
     p.kernel == [2, 2]
         && p.stride == [2, 2]
         && p.padding == [0; 4]
-        && inp[1] % 2 == 0
-        && inp[2] % 2 == 0
+        && inp[1].is_multiple_of(2)
+        && inp[2].is_multiple_of(2)
         && out[1] * 2 == inp[1]
         && out[2] * 2 == inp[2]
 }
