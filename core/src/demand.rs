@@ -137,6 +137,7 @@ impl<T: Float> Network<T> {
     ) -> Vec<Option<Sites>> {
         let nodes = self.nodes();
         let mut sites: Vec<Option<Sites>> = (0..nodes.len()).map(|_| None).collect();
+        let Some(lowest) = geoms.iter().position(Option::is_some) else { return sites };
         let mut demand: Vec<Option<Vec<u8>>> = alloc::vec![None; nodes.len()];
         demand[self.output()] = Some(alloc::vec![1u8; nodes[self.output()].size()]);
         for id in (1..nodes.len()).rev() {
@@ -158,6 +159,10 @@ impl<T: Float> Network<T> {
             let in_size: usize = in_shape.iter().product();
             if let Some(g) = &geoms[id] {
                 sites[id] = Some(Sites::from_demand(&d, g.out_channels(), g.npos));
+            }
+            if id <= lowest {
+                // No sparse layer below: the rest of the demand is never used.
+                break;
             }
             match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {

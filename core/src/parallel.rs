@@ -50,6 +50,36 @@ where
     }
 }
 
+/// Calls `f` on matching chunks of three mutable slices and one shared slice of the same
+/// length (elementwise updates such as an optimizer step), in parallel when threads are
+/// available. Each element is handled by exactly one call, so the result does not depend on
+/// the thread count.
+pub(crate) fn for_chunks3<A, B, C, D, F>(a: &mut [A], b: &mut [B], c: &mut [C], d: &[D], f: F)
+where
+    A: Send,
+    B: Send,
+    C: Send,
+    D: Sync,
+    F: Fn(&mut [A], &mut [B], &mut [C], &[D]) + Sync + Send,
+{
+    let n = a.len();
+    assert!(b.len() == n && c.len() == n && d.len() == n, "for_chunks3: slices of different lengths");
+    #[cfg(feature = "std")]
+    {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
+        if n > CHUNK && rayon::current_num_threads() > 1 {
+            a.par_chunks_mut(CHUNK)
+                .zip(b.par_chunks_mut(CHUNK))
+                .zip(c.par_chunks_mut(CHUNK))
+                .zip(d.par_chunks(CHUNK))
+                .for_each(|(((a, b), c), d)| f(a, b, c, d));
+            return;
+        }
+    }
+    f(a, b, c, d);
+}
+
 /// Splits `out` (`rows` rows of `row_len`) into about one block of whole rows per thread and
 /// calls `f(first_row, block)` on each, in parallel when threads are available.
 pub(crate) fn for_row_blocks<T, F>(out: &mut [T], row_len: usize, f: F)

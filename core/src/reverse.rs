@@ -122,12 +122,17 @@ impl<T: Float> Network<T> {
                 Layer::MaxPool2d(p) => {
                     let arg = winners(trace, id, p, shapes[0], &node.shape, first);
                     let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
-                    for (r, dxr) in dx.chunks_mut(in_size).enumerate() {
-                        let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
-                        for (&i, &g) in a.iter().zip(&dy[r * out_size..(r + 1) * out_size]) {
-                            dxr[i] += g;
-                        }
-                    }
+                    for_rows(
+                        &mut dx,
+                        in_size,
+                        || (),
+                        |_, r, dxr| {
+                            let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
+                            for (&i, &g) in a.iter().zip(&dy[r * out_size..(r + 1) * out_size]) {
+                                dxr[i] += g;
+                            }
+                        },
+                    );
                     accumulate(&mut grads[first], dx);
                 }
                 Layer::AvgPool2d(p) => {

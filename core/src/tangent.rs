@@ -114,13 +114,18 @@ impl<T: Float> Network<T> {
                     let arg = winners(trace, id, p, shapes[0], &node.shape, node.inputs[0]);
                     let tin = &t[node.inputs[0]];
                     let mut out = alloc::vec![T::ZERO; batch * rows * out_size];
-                    for (r, o) in out.chunks_mut(out_size).enumerate() {
-                        let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
-                        let ti = &tin[r * in_size..(r + 1) * in_size];
-                        for (v, &i) in o.iter_mut().zip(a) {
-                            *v = ti[i];
-                        }
-                    }
+                    for_rows(
+                        &mut out,
+                        out_size,
+                        || (),
+                        |_, r, o| {
+                            let a = &arg[(r / rows) * out_size..(r / rows + 1) * out_size];
+                            let ti = &tin[r * in_size..(r + 1) * in_size];
+                            for (v, &i) in o.iter_mut().zip(a) {
+                                *v = ti[i];
+                            }
+                        },
+                    );
                     out
                 }
                 Layer::Input => unreachable!("node 0 is the only input"),

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
 use crate::network::Network;
+use crate::parallel::for_chunks3;
 use crate::params::ParamGrads;
 use crate::scalar::Float;
 
@@ -226,11 +227,13 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         let sqrt_c2 = (T::ONE - b2t).sqrt();
         let (m, v) = (&mut self.m.0, &mut self.v.0);
         net.update_params(grads, |i, p, g| {
-            for (((x, &d), mi), vi) in p.iter_mut().zip(g).zip(m[i].iter_mut()).zip(v[i].iter_mut()) {
-                *mi = b1 * *mi + (T::ONE - b1) * d;
-                *vi = b2 * *vi + (T::ONE - b2) * d * d;
-                *x -= step_size * *mi / (vi.sqrt() / sqrt_c2 + eps);
-            }
+            for_chunks3(p, &mut m[i], &mut v[i], g, |p, m, v, g| {
+                for (((x, &d), mi), vi) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *mi = b1 * *mi + (T::ONE - b1) * d;
+                    *vi = b2 * *vi + (T::ONE - b2) * d * d;
+                    *x -= step_size * *mi / (vi.sqrt() / sqrt_c2 + eps);
+                }
+            })
         })?;
         self.t += 1;
         self.beta1_t = b1t;
