@@ -132,6 +132,7 @@ impl<T: Float> Network<T> {
                 Layer::Conv2d(_) | Layer::Dense(_) if sparse.is_some_and(|s| s[id].is_some()) => {
                     let sc = sparse.and_then(|s| s[id].as_ref()).expect("checked by the guard");
                     let tin = &t[node.inputs[0]];
+                    // Zeroed: the sparse kernel writes the demanded sites only.
                     let mut out = alloc::vec![T::ZERO; batch * rows * out_size];
                     for_rows(&mut out, rows * out_size, Vec::new, |scratch, s, ys| {
                         let xs = &tin[s * rows * in_size..(s + 1) * rows * in_size];

@@ -268,7 +268,8 @@ fn padded_rows<'a, T: Float>(g: &SparseGeom, x: &'a [T], scratch: &'a mut Vec<T>
 }
 
 /// The sparse forward (tangent) map for one sample: `x` is `[R, in]` (`[Cin, H, W]` rows),
-/// `y` is `[R, out]` (overwritten, zero outside the sites); `w_hwc` from [`weights_to_hwc`].
+/// `y` is `[R, out]` and must hold zeros on entry (only the sites are written, so it is zero
+/// outside them); `w_hwc` from [`weights_to_hwc`].
 pub(crate) fn forward_sample<T: Float>(
     g: &SparseGeom,
     w_hwc: &[T],
@@ -280,7 +281,7 @@ pub(crate) fn forward_sample<T: Float>(
     let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
     let rows = x.len() / in_size;
     let xp = padded_rows(g, x, scratch);
-    y.fill(T::ZERO);
+    debug_assert!(y.iter().all(|&v| v == T::ZERO), "forward_sample needs a zeroed output");
     let simd = simd_available();
     let (klen, span) = (g.kh * g.run(), g.patch_span());
     let seg = Segments { count: g.kh, len: g.run(), stride: g.run_stride() };
@@ -350,43 +351,27 @@ pub(crate) fn backward_sample<T: Float>(
     let simd = simd_available();
     let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
     for p in 0..g.npos {
-        let chans = sites.at(p);
-        if chans.is_empty() {
-            continue;
-        }
         let start = g.patch_start(p);
-        for (r, dxp) in acc.chunks_exact_mut(plen).enumerate() {
-            // The channels with a nonzero cotangent, [`ROW_BLOCK`] at a time: each run of
-            // `dxp` is loaded and stored once per block instead of once per channel.
-            let mut coef = [T::ZERO; ROW_BLOCK];
-            let mut which = [0usize; ROW_BLOCK];
-            let mut filled = 0;
-            let flush = |coef: &[T], which: &[usize], dxp: &mut [T]| {
-                for ki in 0..g.kh {
-                    let at = start + ki * rstride;
-                    let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
-                    for (b, &ch) in block.iter_mut().zip(which) {
-                        *b = &w_hwc[ch * klen + ki * run..ch * klen + (ki + 1) * run];
-                    }
-                    accumulate_rows(simd, &mut dxp[at..at + run], coef, &block[..which.len()]);
+        // [`ROW_BLOCK`] channels at a time, their weights reused by every row while they are
+        // in cache; each run of a row's `dxp` is loaded and stored once per block.
+        for block in sites.at(p).chunks(ROW_BLOCK) {
+            for (r, dxp) in acc.chunks_exact_mut(plen).enumerate() {
+                let mut coef = [T::ZERO; ROW_BLOCK];
+                for (c, &ch) in coef.iter_mut().zip(block) {
+                    *c = dy[r * out_size + ch as usize * g.npos + p];
                 }
-            };
-            for &ch in chans {
-                let ch = ch as usize;
-                let a = dy[r * out_size + ch * g.npos + p];
-                if a == T::ZERO {
+                if coef.iter().all(|&c| c == T::ZERO) {
                     continue;
                 }
-                coef[filled] = a;
-                which[filled] = ch;
-                filled += 1;
-                if filled == ROW_BLOCK {
-                    flush(&coef, &which, dxp);
-                    filled = 0;
+                for ki in 0..g.kh {
+                    let at = start + ki * rstride;
+                    let mut ws: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                    for (w, &ch) in ws.iter_mut().zip(block) {
+                        let o = ch as usize * klen + ki * run;
+                        *w = &w_hwc[o..o + run];
+                    }
+                    accumulate_rows(simd, &mut dxp[at..at + run], &coef[..block.len()], &ws[..block.len()]);
                 }
-            }
-            if filled > 0 {
-                flush(&coef[..filled], &which[..filled], dxp);
             }
         }
     }
