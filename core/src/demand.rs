@@ -205,24 +205,38 @@ impl<T: Float> SparseConv<'_, T> {
     pub fn add_weight_grads(&self, in_size: usize, out_size: usize, x: &[T], dy: &[T], rows: usize, weight: &mut [T]) {
         let n = self.sites.len();
         let (cout, klen) = (self.geom.out_channels(), self.geom.weights_per_channel());
-        let per = cout.div_ceil(threads().max(1)).max(1);
+        // The inputs in the padded layout, made once and read by every block of channels.
+        let padded;
+        let (xs_all, x_len) = if self.geom.is_flat() {
+            (x, rows * in_size)
+        } else {
+            let plen = rows * self.geom.padded_len();
+            let mut buf = alloc::vec![T::ZERO; n * plen];
+            for_rows(
+                &mut buf,
+                plen,
+                || (),
+                |_, s, out| conv_sparse::pad_rows(&self.geom, &x[s * rows * in_size..(s + 1) * rows * in_size], out),
+            );
+            padded = buf;
+            (padded.as_slice(), plen)
+        };
+        // A few blocks of channels per thread even out the work.
+        let per = cout.div_ceil(4 * threads().max(1)).max(1);
         let accumulate = |target: &mut [T]| {
-            for_rows(target, per * klen, Vec::new, |scratch, blk, part| {
-                let channels = blk * per..(blk * per + part.len() / klen);
-                for s in 0..n {
-                    let xs = &x[s * rows * in_size..(s + 1) * rows * in_size];
-                    let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
-                    conv_sparse::weight_grad_sample(
-                        &self.geom,
-                        &self.sites[s],
-                        xs,
-                        ds,
-                        channels.clone(),
-                        part,
-                        scratch,
-                    );
-                }
-            })
+            for_rows(
+                target,
+                per * klen,
+                || (),
+                |_, blk, part| {
+                    let channels = blk * per..(blk * per + part.len() / klen);
+                    for s in 0..n {
+                        let xs = &xs_all[s * x_len..(s + 1) * x_len];
+                        let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
+                        conv_sparse::weight_grad_sample(&self.geom, &self.sites[s], xs, ds, channels.clone(), part);
+                    }
+                },
+            )
         };
         if self.geom.weights_are_channels_last() {
             accumulate(weight);

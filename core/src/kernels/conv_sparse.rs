@@ -105,7 +105,7 @@ impl SparseGeom {
 
     /// Whether the padded channels-last layout is the input layout itself (1×1 image, no
     /// padding: a dense layer).
-    fn is_flat(&self) -> bool {
+    pub fn is_flat(&self) -> bool {
         self.h == 1 && self.w == 1 && self.hp == 1 && self.wp == 1
     }
 
@@ -126,7 +126,7 @@ impl SparseGeom {
     }
 
     /// Values of one padded channels-last image.
-    fn padded_len(&self) -> usize {
+    pub fn padded_len(&self) -> usize {
         self.hp * self.wp * self.cin
     }
 
@@ -267,6 +267,15 @@ fn padded_rows<'a, T: Float>(g: &SparseGeom, x: &'a [T], scratch: &'a mut Vec<T>
     scratch
 }
 
+/// Writes the rows of `x` (`[R, Cin·H·W]`) into `out` (`[R, padded_len]`) in the padded
+/// channels-last layout ([`weight_grad_sample`] reads its inputs in it).
+pub(crate) fn pad_rows<T: Float>(g: &SparseGeom, x: &[T], out: &mut [T]) {
+    let (in_size, plen) = (g.cin * g.h * g.w, g.padded_len());
+    for (xr, xp) in x.chunks_exact(in_size).zip(out.chunks_exact_mut(plen)) {
+        to_padded(g, xr, xp);
+    }
+}
+
 /// The sparse forward (tangent) map for one sample: `x` is `[R, in]` (`[Cin, H, W]` rows),
 /// `y` is `[R, out]` and must hold zeros on entry (only the sites are written, so it is zero
 /// outside them); `w_hwc` from [`weights_to_hwc`].
@@ -383,20 +392,19 @@ pub(crate) fn backward_sample<T: Float>(
 }
 
 /// Adds this sample's weight gradient for the output channels `channels`, in the
-/// `[Cout, kh, kw, Cin]` order, to `dw_part` (those channels' rows only): `x` is the tangent
-/// input `[R, in]`, `dy` the cotangent `[R, out]` (zero outside the sites).
+/// `[Cout, kh, kw, Cin]` order, to `dw_part` (those channels' rows only): `xp` is the tangent
+/// input `[R, in]` in the padded channels-last layout of [`pad_rows`] (for a dense layer, the
+/// rows themselves), `dy` the cotangent `[R, out]` (zero outside the sites).
 pub(crate) fn weight_grad_sample<T: Float>(
     g: &SparseGeom,
     sites: &Sites,
-    x: &[T],
+    xp: &[T],
     dy: &[T],
     channels: core::ops::Range<usize>,
     dw_part: &mut [T],
-    scratch: &mut Vec<T>,
 ) {
-    let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
-    let rows = x.len() / in_size;
-    let xp = padded_rows(g, x, scratch);
+    let (out_size, plen) = (g.cout * g.npos, g.padded_len());
+    let rows = dy.len() / out_size;
     let simd = simd_available();
     let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
     if rows == 1 {
