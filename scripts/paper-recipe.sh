@@ -12,7 +12,8 @@
 #
 # Environment: CERTIFY (the binary; default target/release/certify, built if missing), SEED (0),
 # STEPS (1200), TAIL (300), THREADS (2), PENALTY (projections:1; `exact` for the exact penalty,
-# about 3.7× slower per step).
+# about 3.7× slower per step), DEVICE (cpu; `gpu` trains with --device gpu), SHARED / BASE / TRAIN /
+# TEST (the inputs, see scripts/paper-paths.sh).
 # Writes OUT_DIR/NAME.{train,eval10k,eval1k}.json for NAME = recipe-s$SEED and
 # recipe-s$SEED-cosine, the models as OUT_DIR/NAME.onnx, and appends the commands to
 # OUT_DIR/commands.txt.
@@ -29,7 +30,7 @@ for f in "$BASE" "$TRAIN" "$TEST"; do
 done
 
 common=(--data "$TRAIN" --batch 500 --lr 1e-4 --dropout 0.5 --threads "$THREADS" --json -q
-  --regularizer jacobian --lambda 0.1 --penalty "${PENALTY:-projections:1}")
+  --regularizer jacobian --lambda 0.1 --penalty "${PENALTY:-projections:1}" --device "${DEVICE:-cpu}")
 first=$OUT/recipe-s$SEED
 second=$OUT/recipe-s$SEED-cosine
 run() {

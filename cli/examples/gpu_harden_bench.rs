@@ -13,6 +13,8 @@
 //! the adapter, seconds per step (median) and examples per second for each, the ratio, and the
 //! relative difference of the first step's objective (GPU vs CPU; dropout masks differ between
 //! the two, so this is a sanity check, not the equality test, which is in certify-gpu's tests).
+//! With `CERTIFY_GPU_PROFILE=1` (and an adapter with timestamp queries) it also prints the device
+//! time per step of each kernel over the timed steps.
 //! No GPU adapter is an error (exit 2); a missing model is skipped (exit 0).
 
 use std::path::PathBuf;
@@ -98,6 +100,7 @@ fn run() -> Result<()> {
     println!("GPU chunk: {} samples per chunk", gpu.chunk_size(b)?);
     let first_gpu = gpu.step(&x, &labels)?;
     gpu.step(&x, &labels)?;
+    gpu.reset_kernel_profile();
     let mut times = Vec::new();
     for _ in 0..gpu_steps {
         let t = Instant::now();
@@ -106,6 +109,21 @@ fn run() -> Result<()> {
     }
     let g = median(&mut times);
     println!("gpu: {g:.4} s/step (median of {gpu_steps}), {:.0} examples/s", b as f64 / g);
+    let profile = gpu.kernel_profile();
+    if !profile.is_empty() {
+        let total: f64 = profile.iter().map(|p| p.2).sum();
+        println!("device time per step by kernel ({} set; {gpu_steps} steps):", certify_gpu::PROFILE_ENV);
+        for (name, calls, secs) in &profile {
+            let per = secs / gpu_steps as f64;
+            println!(
+                "  {name:<28} {:>6.1} ms  {:>5.1}%  ({} dispatches)",
+                per * 1e3,
+                100.0 * secs / total,
+                calls / gpu_steps as u64
+            );
+        }
+        println!("  {:<28} {:>6.1} ms of {:.1} ms wall", "sum", total / gpu_steps as f64 * 1e3, g * 1e3);
+    }
     if cpu_steps == 0 {
         return Ok(());
     }

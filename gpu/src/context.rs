@@ -22,7 +22,15 @@ pub struct GpuContext {
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
     pub(crate) faults: Arc<Mutex<Faults>>,
+    /// Whether kernels are timed (timestamp queries; see [`PROFILE_ENV`]).
+    pub(crate) profile: bool,
 }
+
+/// The environment variable that turns on per-kernel GPU timing: when it is set (not `0`) and
+/// the adapter has timestamp queries, every dispatch of the engines built on this context is
+/// timed on the device and [`GpuTrainer::kernel_profile`](crate::GpuTrainer::kernel_profile)
+/// reports the totals per kernel. Timing adds a little work per dispatch, so it is off by default.
+pub const PROFILE_ENV: &str = "CERTIFY_GPU_PROFILE";
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,9 +50,12 @@ impl GpuContext {
             .map_err(|e| Error::NoAdapter { reason: e.to_string() })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Timestamp queries only when a kernel profile is asked for (`CERTIFY_GPU_PROFILE`).
+        let profile = std::env::var_os(PROFILE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+            && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let desc = wgpu::DeviceDescriptor {
             label: Some("certify-gpu"),
-            required_features: wgpu::Features::empty(),
+            required_features: if profile { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -65,7 +76,12 @@ impl GpuContext {
             }
         }));
         log::info!("GPU adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        Ok(GpuContext { device, queue, info, limits, faults })
+        Ok(GpuContext { device, queue, info, limits, faults, profile })
+    }
+
+    /// Whether this context times its kernels (see [`PROFILE_ENV`]).
+    pub fn profiling(&self) -> bool {
+        self.profile
     }
 
     /// The adapter's name, e.g. `llvmpipe (LLVM 19.1.7, 256 bits)` for lavapipe.

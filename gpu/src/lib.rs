@@ -40,6 +40,6 @@ pub mod shaders;
 mod trainer;
 
 pub use certifier::{GpuCertifier, CHUNK_MEMORY_BYTES};
-pub use context::GpuContext;
+pub use context::{GpuContext, PROFILE_ENV};
 pub use error::{Error, Result};
 pub use trainer::{GpuOptimizer, GpuTrainer, TRAIN_CHUNK_BYTES};

@@ -19,6 +19,25 @@ pub(crate) struct Runtime {
     pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
     /// A 16-byte buffer for bindings a kernel does not read (e.g. a missing bias).
     pub dummy: wgpu::Buffer,
+    /// Device timing of every dispatch, when the context profiles.
+    profiler: Option<Mutex<Profiler>>,
+}
+
+/// Passes timed between two collections (two timestamps each, within wgpu's 4,096 queries).
+const PROFILE_PASSES: u32 = 2048;
+
+/// Timestamps written at the start and end of each dispatch's compute pass, summed per kernel.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// The kernel of each pass timed since the last collection, in query order.
+    pending: Vec<&'static str>,
+    /// Whether the pending queries have been resolved into `readback` by a recorded copy.
+    resolved: bool,
+    /// Per kernel: dispatches and device nanoseconds.
+    totals: Vec<(&'static str, u64, f64)>,
+    period_ns: f64,
 }
 
 impl Runtime {
@@ -52,7 +71,34 @@ impl Runtime {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let profiler = ctx.profile.then(|| {
+            let bytes = PROFILE_PASSES as u64 * 2 * 8;
+            Mutex::new(Profiler {
+                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: PROFILE_PASSES * 2,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("resolved timestamps"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                readback: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamp read-back"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                pending: Vec::new(),
+                resolved: false,
+                totals: Vec::new(),
+                period_ns: ctx.queue.get_timestamp_period() as f64,
+            })
+        });
         Ok(Runtime {
+            profiler,
             device,
             queue: ctx.queue.clone(),
             faults: ctx.faults.clone(),
@@ -138,12 +184,89 @@ impl Runtime {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        let mut prof = self.profiler.as_ref().and_then(|m| m.lock().ok());
+        let timestamp_writes = prof.as_mut().and_then(|p| {
+            let i = p.pending.len() as u32;
+            if i >= PROFILE_PASSES || p.resolved {
+                return None;
+            }
+            p.pending.push(kernel.name);
+            Some(wgpu::ComputePassTimestampWrites {
+                query_set: &p.queries,
+                beginning_of_pass_write_index: Some(2 * i),
+                end_of_pass_write_index: Some(2 * i + 1),
+            })
+        });
         let mut pass =
-            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(gx as u32, gy as u32, 1);
         Ok(())
+    }
+
+    /// Records the copy of the timestamps of the passes timed so far (when profiling) into the
+    /// read-back buffer; [`profile_collect`](Self::profile_collect) adds them up once `enc` has
+    /// been submitted. Passes recorded after this call and before the collection are not timed.
+    pub fn profile_resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        let Some(mut p) = self.profiler.as_ref().and_then(|m| m.lock().ok()) else { return };
+        let n = p.pending.len() as u32;
+        if n == 0 || p.resolved {
+            return;
+        }
+        enc.resolve_query_set(&p.queries, 0..2 * n, &p.resolve, 0);
+        enc.copy_buffer_to_buffer(&p.resolve, 0, &p.readback, 0, 2 * n as u64 * 8);
+        p.resolved = true;
+    }
+
+    /// Waits for the resolved timestamps (see [`profile_resolve`](Self::profile_resolve)) and
+    /// adds each pass's device time to its kernel's total.
+    pub fn profile_collect(&self) -> Result<()> {
+        let Some(m) = self.profiler.as_ref() else { return Ok(()) };
+        let (n, readback_ready) = match m.lock() {
+            Ok(p) => (p.pending.len(), p.resolved),
+            Err(_) => return Ok(()),
+        };
+        if n == 0 || !readback_ready {
+            return Ok(());
+        }
+        let words: Vec<u32> = {
+            let p = m.lock().map_err(|_| Error::Readback { reason: "profiler state poisoned".into() })?;
+            self.read(&p.readback, 4 * n)?
+        };
+        let mut p = m.lock().map_err(|_| Error::Readback { reason: "profiler state poisoned".into() })?;
+        let period = p.period_ns;
+        let pending = std::mem::take(&mut p.pending);
+        for (i, name) in pending.into_iter().enumerate() {
+            let t = |k: usize| words[2 * k] as u64 | (words[2 * k + 1] as u64) << 32;
+            let (start, end) = (t(2 * i), t(2 * i + 1));
+            let ns = end.saturating_sub(start) as f64 * period;
+            match p.totals.iter_mut().find(|(k, _, _)| *k == name) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += ns;
+                }
+                None => p.totals.push((name, 1, ns)),
+            }
+        }
+        p.resolved = false;
+        Ok(())
+    }
+
+    /// Per kernel: dispatches and device seconds since the last reset, longest first (empty
+    /// when not profiling).
+    pub fn profile_totals(&self) -> Vec<(String, u64, f64)> {
+        let Some(p) = self.profiler.as_ref().and_then(|m| m.lock().ok()) else { return Vec::new() };
+        let mut v: Vec<(String, u64, f64)> = p.totals.iter().map(|&(k, n, ns)| (k.to_string(), n, ns * 1e-9)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
+    /// Forgets the totals (e.g. after warm-up steps).
+    pub fn profile_reset(&self) {
+        if let Some(mut p) = self.profiler.as_ref().and_then(|m| m.lock().ok()) {
+            p.totals.clear();
+        }
     }
 
     /// A host-mappable buffer of `values` 4-byte values to copy results into.

@@ -78,6 +78,18 @@ pub const SOFTMAX_CE: Kernel = kernel!("softmax_ce", "CeParams");
 pub const ROW_SUMSQ: Kernel = kernel!("row_sumsq", "SumsqParams");
 /// SGD / SGD with momentum / Adam / RMSProp update.
 pub const OPTIMIZER_STEP: Kernel = kernel!("optimizer_step", "OptParams");
+/// Max pool gates: the activation's derivative at each pooled cell's winner.
+pub const MAXPOOL_GATE: Kernel = kernel!("maxpool_gate", "GateParams");
+/// Tangent of conv → activation → max pool, the convolution evaluated at the winners only.
+pub const CONV_FORWARD_POOLED: Kernel = kernel!("conv_forward_pooled", "PooledConvParams", "conv_pool");
+/// Input gradient of conv → activation → max pool from gated pooled cotangents.
+pub const CONV_BACKWARD_POOLED: Kernel = kernel!("conv_backward_pooled", "PooledConvParams", "conv_pool");
+/// Weight gradient of conv → activation → max pool from gated pooled cotangents (per split).
+pub const CONV_WEIGHT_GRAD_POOLED: Kernel = kernel!("conv_weight_grad_pooled", "PooledConvParams", "conv_pool");
+/// Dense forward from transposed weights.
+pub const DENSE_FORWARD_T: Kernel = kernel!("dense_forward_t", "DenseParams");
+/// Matrix transpose.
+pub const TRANSPOSE: Kernel = kernel!("transpose", "TransposeParams");
 
 /// The kernels of batched certification.
 pub const CERTIFY: [Kernel; 12] = [
@@ -96,7 +108,13 @@ pub const CERTIFY: [Kernel; 12] = [
 ];
 
 /// The kernels of training (forward, reverse and tangent passes, gradients, optimizers).
-pub const TRAIN: [Kernel; 19] = [
+pub const TRAIN: [Kernel; 25] = [
+    MAXPOOL_GATE,
+    CONV_FORWARD_POOLED,
+    CONV_BACKWARD_POOLED,
+    CONV_WEIGHT_GRAD_POOLED,
+    DENSE_FORWARD_T,
+    TRANSPOSE,
     CONV_FORWARD,
     CONV_BACKWARD,
     CONV_WEIGHT_GRAD,
@@ -119,7 +137,7 @@ pub const TRAIN: [Kernel; 19] = [
 ];
 
 /// Every kernel, in a fixed order.
-pub const ALL: [Kernel; 21] = [
+pub const ALL: [Kernel; 27] = [
     CONV_FORWARD,
     CONV_BACKWARD,
     DENSE_FORWARD,
@@ -141,6 +159,12 @@ pub const ALL: [Kernel; 21] = [
     SOFTMAX_CE,
     ROW_SUMSQ,
     OPTIMIZER_STEP,
+    MAXPOOL_GATE,
+    CONV_FORWARD_POOLED,
+    CONV_BACKWARD_POOLED,
+    CONV_WEIGHT_GRAD_POOLED,
+    DENSE_FORWARD_T,
+    TRANSPOSE,
 ];
 
 /// Workgroup size of every kernel (`@workgroup_size(64)`).
@@ -440,6 +464,141 @@ pub struct OptParams {
     pub _pad1: u32,
 }
 
+/// `GateParams` of `maxpool_gate`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct GateParams {
+    /// Gates to compute: samples × pooled values per sample.
+    pub n: u32,
+    /// Pooled values per sample.
+    pub out_size: u32,
+    /// Values per sample of the pool's input (the activation's input).
+    pub in_size: u32,
+    /// Activation kind, as `ActivationParams::kind` (0 ReLU, 1 LeakyReLU, 2 Clip).
+    pub kind: u32,
+    /// LeakyReLU slope.
+    pub alpha: f32,
+    /// Clip bounds.
+    pub lo: f32,
+    /// Clip bounds.
+    pub hi: f32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad0: u32,
+}
+
+/// `PooledConvParams` of the kernels of conv → activation → max pool at the winners: the
+/// convolution's geometry (as [`ConvParams`]) and the max pool's over its output.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PooledConvParams {
+    /// Rows (tangent or cotangent rows).
+    pub rows: u32,
+    /// Input channels (all groups).
+    pub in_channels: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Output channels (all groups).
+    pub out_channels: u32,
+    /// Convolution output height (the pool's input).
+    pub ho: u32,
+    /// Convolution output width.
+    pub wo: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Vertical stride.
+    pub stride_y: u32,
+    /// Horizontal stride.
+    pub stride_x: u32,
+    /// Zero rows above.
+    pub pad_top: u32,
+    /// Zero columns on the left.
+    pub pad_left: u32,
+    /// Vertical dilation.
+    pub dil_y: u32,
+    /// Horizontal dilation.
+    pub dil_x: u32,
+    /// Groups.
+    pub groups: u32,
+    /// `conv_weight_grad_pooled`: splits of the rows (one partial sum each).
+    pub splits: u32,
+    /// `conv_weight_grad_pooled`: rows per split.
+    pub split_rows: u32,
+    /// Rows per sample (winners and gates are per sample).
+    pub rows_per_sample: u32,
+    /// Pooled height.
+    pub pool_ho: u32,
+    /// Pooled width.
+    pub pool_wo: u32,
+    /// Pool window height.
+    pub pool_kh: u32,
+    /// Pool window width.
+    pub pool_kw: u32,
+    /// Pool vertical stride.
+    pub pool_stride_y: u32,
+    /// Pool horizontal stride.
+    pub pool_stride_x: u32,
+    /// Pool zero rows above.
+    pub pool_pad_top: u32,
+    /// Pool zero columns on the left.
+    pub pool_pad_left: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad0: u32,
+}
+
+impl PooledConvParams {
+    /// The parameters of convolution `c` followed by max pool `pool` (rows and splits 0).
+    pub fn new(c: &ConvParams, pool: &PoolParams) -> Self {
+        PooledConvParams {
+            rows: 0,
+            in_channels: c.in_channels,
+            h: c.h,
+            w: c.w,
+            out_channels: c.out_channels,
+            ho: c.ho,
+            wo: c.wo,
+            kh: c.kh,
+            kw: c.kw,
+            stride_y: c.stride_y,
+            stride_x: c.stride_x,
+            pad_top: c.pad_top,
+            pad_left: c.pad_left,
+            dil_y: c.dil_y,
+            dil_x: c.dil_x,
+            groups: c.groups,
+            splits: 0,
+            split_rows: 0,
+            rows_per_sample: 1,
+            pool_ho: pool.ho,
+            pool_wo: pool.wo,
+            pool_kh: pool.kh,
+            pool_kw: pool.kw,
+            pool_stride_y: pool.stride_y,
+            pool_stride_x: pool.stride_x,
+            pool_pad_top: pool.pad_top,
+            pool_pad_left: pool.pad_left,
+            _pad0: 0,
+        }
+    }
+}
+
+/// `TransposeParams` of `transpose`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct TransposeParams {
+    /// Rows of the input matrix.
+    pub rows: u32,
+    /// Columns of the input matrix.
+    pub cols: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
 /// The host-side layout of one uniform struct: its WGSL name, size in bytes, and each field's
 /// name and byte offset (from `core::mem::offset_of!`), for checking against the shaders.
 #[derive(Clone, Debug)]
@@ -546,5 +705,37 @@ pub fn host_layouts() -> Vec<HostLayout> {
             _pad0,
             _pad1
         }),
+        layout!(GateParams { n, out_size, in_size, kind, alpha, lo, hi, _pad0 }),
+        layout!(PooledConvParams {
+            rows,
+            in_channels,
+            h,
+            w,
+            out_channels,
+            ho,
+            wo,
+            kh,
+            kw,
+            stride_y,
+            stride_x,
+            pad_top,
+            pad_left,
+            dil_y,
+            dil_x,
+            groups,
+            splits,
+            split_rows,
+            rows_per_sample,
+            pool_ho,
+            pool_wo,
+            pool_kh,
+            pool_kw,
+            pool_stride_y,
+            pool_stride_x,
+            pool_pad_top,
+            pool_pad_left,
+            _pad0
+        }),
+        layout!(TransposeParams { rows, cols, _pad0, _pad1 }),
     ]
 }

@@ -14,8 +14,8 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::runtime::{conv_params, pool_params, u32_of, Runtime};
 use crate::shaders::{
-    self, ActivationParams, CeParams, ConvParams, DenseGradParams, DenseParams, DropoutParams, MaskParams, OptParams,
-    PoolParams, ReduceParams, ScaleShiftParams, SumsqParams,
+    self, ActivationParams, CeParams, ConvParams, DenseGradParams, DenseParams, DropoutParams, GateParams, MaskParams,
+    OptParams, PoolParams, PooledConvParams, ReduceParams, ScaleShiftParams, SumsqParams, TransposeParams,
 };
 
 /// Default bytes of GPU memory for the per-chunk work buffers of a step (node values, the
@@ -94,6 +94,9 @@ struct Params {
     s2: wgpu::Buffer,
     /// Per-split partial sums of the weight-gradient kernels.
     partial: wgpu::Buffer,
+    /// Dense layers: the weights transposed (`[inputs, outputs]`), refreshed at the start of
+    /// every step for `dense_forward_t`.
+    transposed: Option<wgpu::Buffer>,
 }
 
 enum Op {
@@ -133,6 +136,9 @@ struct Workspace {
     /// Node values `[chunk, size]` (index 0: the input); aliases share their input's buffer.
     values: Vec<Option<wgpu::Buffer>>,
     winners: Vec<Option<wgpu::Buffer>>,
+    /// At the max pool of each conv → activation → max pool block (with penalty rows): the
+    /// activation's derivative at each pooled cell's winner, per sample (`maxpool_gate`).
+    gates: Vec<Option<wgpu::Buffer>>,
     masks: Vec<Option<wgpu::Buffer>>,
     labels: wgpu::Buffer,
     cot: wgpu::Buffer,
@@ -253,6 +259,7 @@ impl GpuTrainer {
                     s1: rt.storage(n, "optimizer state")?,
                     s2: rt.storage(if optimizer.buffers() > 1 { n } else { 1 }, "optimizer state")?,
                     partial: rt.storage(parts.min((rt.max_binding / 4) as usize), "partial gradients")?,
+                    transposed: None,
                 })
             };
             let op = match &node.layer {
@@ -260,11 +267,15 @@ impl GpuTrainer {
                     let geom = conv_params(c, in_shape, &node.shape)?;
                     Op::Conv(geom, params(&c.weight, c.bias.as_ref())?)
                 }
-                Layer::Dense(d) => Op::Dense {
-                    inputs: u32_of(d.inputs, "dense inputs")?,
-                    outputs: u32_of(d.outputs, "dense outputs")?,
-                    params: params(&d.weight, d.bias.as_ref())?,
-                },
+                Layer::Dense(d) => {
+                    let mut p = params(&d.weight, d.bias.as_ref())?;
+                    p.transposed = Some(rt.storage(d.weight.len(), "transposed weights")?);
+                    Op::Dense {
+                        inputs: u32_of(d.inputs, "dense inputs")?,
+                        outputs: u32_of(d.outputs, "dense outputs")?,
+                        params: p,
+                    }
+                }
                 Layer::MaxPool2d(p) => Op::MaxPool(pool_params(p, in_shape, &node.shape)?),
                 Layer::AvgPool2d(p) => Op::AvgPool(pool_params(p, in_shape, &node.shape)?),
                 Layer::Relu => Op::Activation(ActivationParams { kind: 0, ..Default::default() }),
@@ -410,6 +421,18 @@ impl GpuTrainer {
         Ok(())
     }
 
+    /// Device time per kernel since construction or [`reset_kernel_profile`](Self::reset_kernel_profile):
+    /// `(kernel, dispatches, seconds)`, longest first. Empty unless the context was created with
+    /// [`PROFILE_ENV`](crate::PROFILE_ENV) set on an adapter with timestamp queries.
+    pub fn kernel_profile(&self) -> Vec<(String, u64, f64)> {
+        self.rt.profile_totals()
+    }
+
+    /// Forgets the kernel times gathered so far (e.g. those of warm-up steps).
+    pub fn reset_kernel_profile(&self) {
+        self.rt.profile_reset()
+    }
+
     /// Steps applied so far.
     pub fn steps(&self) -> u64 {
         self.steps
@@ -427,8 +450,17 @@ impl GpuTrainer {
         let widest = self.nodes.iter().map(|n| n.size).max().unwrap_or(1).max(self.classes);
         let values: usize =
             self.nodes.iter().filter(|n| !matches!(n.op, Op::Alias)).map(|n| n.size).sum::<usize>() + self.input_len;
-        let extra: usize =
-            self.nodes.iter().filter(|n| n.dropout > 0.0 || matches!(n.op, Op::MaxPool(_))).map(|n| n.size).sum();
+        // Dropout masks, max-pool winners and (with penalty rows) the pools' gates.
+        let gated = if rows > 0 { 2 } else { 1 };
+        let extra: usize = self
+            .nodes
+            .iter()
+            .map(|n| match n.op {
+                Op::MaxPool(_) => gated * n.size,
+                _ if n.dropout > 0.0 => n.size,
+                _ => 0,
+            })
+            .sum();
         let kept: usize = self.nodes.iter().filter(|n| n.params().is_some()).map(|n| n.size).sum();
         let row_values = rows.max(1) * widest;
         let per_sample =
@@ -523,6 +555,7 @@ impl GpuTrainer {
         let k = self.classes;
         let mut values: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(self.nodes.len());
         let mut winners = Vec::with_capacity(self.nodes.len());
+        let mut gates = Vec::with_capacity(self.nodes.len());
         let mut masks = Vec::with_capacity(self.nodes.len());
         let mut kept = Vec::with_capacity(self.nodes.len());
         for (id, n) in self.nodes.iter().enumerate() {
@@ -536,6 +569,8 @@ impl GpuTrainer {
                 Op::MaxPool(_) => Some(rt.storage(chunk * n.size, "max-pool winners")?),
                 _ => None,
             });
+            let block = id >= 2 && self.pooled_block(id - 2) == Some(id);
+            gates.push(if rows > 0 && block { Some(rt.storage(chunk * n.size, "max-pool gates")?) } else { None });
             masks.push(if n.dropout > 0.0 { Some(rt.storage(chunk * n.size, "dropout mask")?) } else { None });
             kept.push(if rows > 0 && n.params().is_some() {
                 Some(rt.storage(chunk * rows * n.size, "penalty cotangents")?)
@@ -556,6 +591,7 @@ impl GpuTrainer {
             rows,
             values,
             winners,
+            gates,
             masks,
             labels: rt.storage(chunk, "labels")?,
             cot: rt.storage(chunk * k, "logit cotangents")?,
@@ -642,6 +678,13 @@ impl GpuTrainer {
         let validation = rt.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = rt.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut enc = rt.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+        for node in &self.nodes {
+            if let Op::Dense { inputs, outputs, params: p } = &node.op {
+                let t = p.transposed.as_ref().expect("dense layers have a transposed copy");
+                let g = TransposeParams { rows: *outputs, cols: *inputs, ..Default::default() };
+                rt.dispatch(&mut enc, &shaders::TRANSPOSE, &g, &[&p.weight, t], p.n_weight)?;
+            }
+        }
         for (ci, start) in (0..b).step_by(chunk).enumerate() {
             let n = chunk.min(b - start);
             let input = ws.values[0].as_ref().expect("the input buffer exists");
@@ -683,6 +726,7 @@ impl GpuTrainer {
             enc.copy_buffer_to_buffer(&bb.rowsq, 0, &bb.read_rowsq, 0, (penalised * rows * 4) as u64);
         }
         enc.copy_buffer_to_buffer(&self.flag, 0, &self.read_flag, 0, 4);
+        rt.profile_resolve(&mut enc);
         rt.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(oom.pop()).or(pollster::block_on(validation.pop())) {
             return Err(Error::Device { during: "running the training kernels".into(), reason: e.to_string() });
@@ -690,6 +734,7 @@ impl GpuTrainer {
         let stats: Vec<f32> = rt.read(&bb.read_stats, b * 2)?;
         let rowsq: Vec<f32> = if penalised > 0 { rt.read(&bb.read_rowsq, penalised * rows)? } else { Vec::new() };
         let flag: Vec<u32> = rt.read(&self.read_flag, 1)?;
+        rt.profile_collect()?;
         let non_finite = |what| Error::Core(certify_core::Error::NonFiniteLoss { step, what });
         let ce_sum: f64 = stats.iter().step_by(2).map(|&v| v as f64).sum();
         let correct = stats.iter().skip(1).step_by(2).filter(|&&v| v > 0.5).count();
@@ -752,7 +797,8 @@ impl GpuTrainer {
                 Op::Dense { inputs, outputs, params: p } => {
                     let m = (n * node.in_size / *inputs as usize) as u32;
                     let g = DenseParams { m, inputs: *inputs, outputs: *outputs, has_bias: p.bias.is_some() as u32 };
-                    rt.dispatch(enc, &shaders::DENSE_FORWARD, &g, &[x, &p.weight, p.bias_or(&rt.dummy), y], len)?;
+                    let wt = p.transposed.as_ref().expect("dense layers have a transposed copy");
+                    rt.dispatch(enc, &shaders::DENSE_FORWARD_T, &g, &[x, wt, p.bias_or(&rt.dummy), y], len)?;
                 }
                 Op::MaxPool(geom) => {
                     let g = PoolParams { rows: n as u32, rows_per_sample: 1, ..*geom };
@@ -809,10 +855,15 @@ impl GpuTrainer {
         let first_trainable = self.nodes.iter().position(|n| n.params().is_some()).unwrap_or(usize::MAX);
         // `cur`: None while the cotangents are still in `seed`, else the ping buffer holding them.
         let mut cur: Option<usize> = None;
+        // Nodes from this one up were handled with the block of a later node.
+        let mut handled_from = usize::MAX;
         for id in (1..self.nodes.len()).rev() {
             let node = &self.nodes[id];
             if matches!(pass, Pass::CrossEntropy { .. }) && id < first_trainable {
                 break;
+            }
+            if id >= handled_from {
+                continue;
             }
             let out_len = rows * node.size;
             let in_len = rows * node.in_size;
@@ -828,6 +879,12 @@ impl GpuTrainer {
             let dx = &ws.ping[next];
             let primal = ws.values[id - 1].as_ref().expect("values exist");
             let need_dx = matches!(pass, Pass::Penalty) || id > first_trainable;
+            if let (Pass::Penalty, Some(c)) = (pass, id.checked_sub(2).filter(|&c| self.pooled_block(c) == Some(id))) {
+                self.reverse_pooled_block(enc, ws, n, rps, c, dy, dx)?;
+                handled_from = c;
+                cur = Some(next);
+                continue;
+            }
             match &node.op {
                 Op::Alias => continue,
                 Op::Conv(geom, p) => {
@@ -916,8 +973,56 @@ impl GpuTrainer {
         let rows = n * rps;
         let last_trainable = self.nodes.iter().rposition(|n| n.params().is_some()).unwrap_or(0);
         let mut cur = g;
+        // Nodes up to this one were handled with the block of an earlier node.
+        let mut handled_to = 0;
         for id in 1..=last_trainable {
+            if id <= handled_to {
+                continue;
+            }
             let node = &self.nodes[id];
+            if let Some(pool) = self.pooled_block(id) {
+                let (Op::Conv(geom, p), Op::MaxPool(pg)) = (&node.op, &self.nodes[pool].op) else {
+                    unreachable!("pooled_block checks the layer kinds")
+                };
+                let kept = ws.kept[id].as_ref().expect("kept cotangents exist");
+                let winners = ws.winners[pool].as_ref().expect("winners exist");
+                let gates = ws.gates[pool].as_ref().expect("gates exist");
+                let mut gp = PooledConvParams::new(geom, pg);
+                gp.rows = rows as u32;
+                gp.rows_per_sample = rps as u32;
+                let (splits, split_rows) = self.splits(p.n_weight, rows, p);
+                gp.splits = splits as u32;
+                gp.split_rows = split_rows as u32;
+                let t = &ws.ping[cur];
+                rt.dispatch(
+                    enc,
+                    &shaders::CONV_WEIGHT_GRAD_POOLED,
+                    &gp,
+                    &[kept, winners, t, &p.partial],
+                    splits * p.n_weight,
+                )?;
+                self.reduce(enc, p, p.n_weight, splits, &p.g_pen, accumulate)?;
+                if id == last_trainable {
+                    break;
+                }
+                let out_len = rows * self.nodes[pool].size;
+                rt.dispatch(
+                    enc,
+                    &shaders::CONV_FORWARD_POOLED,
+                    &gp,
+                    &[t, &p.weight, gates, winners, &ws.ping[1 - cur]],
+                    out_len,
+                )?;
+                cur = 1 - cur;
+                if let Some(mask) = &ws.masks[pool] {
+                    let size = self.nodes[pool].size as u32;
+                    let mp = MaskParams { n: out_len as u32, size, rows_per_sample: rps as u32, _pad0: 0 };
+                    rt.dispatch(enc, &shaders::MASK_MULTIPLY, &mp, &[&ws.ping[cur], mask, &ws.ping[1 - cur]], out_len)?;
+                    cur = 1 - cur;
+                }
+                handled_to = pool;
+                continue;
+            }
             let out_len = rows * node.size;
             let t = &ws.ping[cur];
             let y = &ws.ping[1 - cur];
@@ -942,7 +1047,8 @@ impl GpuTrainer {
                         break;
                     }
                     let gp = DenseParams { m: m as u32, inputs: *inputs, outputs: *outputs, has_bias: 0 };
-                    rt.dispatch(enc, &shaders::DENSE_FORWARD, &gp, &[t, &p.weight, &rt.dummy, y], out_len)?;
+                    let wt = p.transposed.as_ref().expect("dense layers have a transposed copy");
+                    rt.dispatch(enc, &shaders::DENSE_FORWARD_T, &gp, &[t, wt, &rt.dummy, y], out_len)?;
                     cur = 1 - cur;
                 }
                 Op::MaxPool(geom) => {
@@ -982,6 +1088,71 @@ impl GpuTrainer {
             }
         }
         Ok(())
+    }
+
+    /// The max pool ending the conv → activation → max pool block that starts at node `c`, if
+    /// one does (no dropout inside it). The penalty passes run such a block at the pool's
+    /// winners: its Jacobian sends the convolution's output to the pooled cells through the
+    /// winners times the activation's derivative there, so the convolution is needed only at
+    /// the winners (a quarter of its outputs for 2×2 pooling).
+    fn pooled_block(&self, c: usize) -> Option<usize> {
+        let (conv, act, pool) = (self.nodes.get(c)?, self.nodes.get(c + 1)?, self.nodes.get(c + 2)?);
+        let kinds =
+            matches!(conv.op, Op::Conv(..)) && matches!(act.op, Op::Activation(_)) && matches!(pool.op, Op::MaxPool(_));
+        (kinds && conv.dropout == 0.0 && act.dropout == 0.0).then_some(c + 2)
+    }
+
+    /// The penalty's reverse pass through the block of [`pooled_block`](Self::pooled_block)
+    /// starting at conv node `c`, from the pooled cotangents `dy` (`n` samples × `rps` rows):
+    /// the gates of the chunk's samples, the gated cotangents kept for the tangent pass
+    /// (`ws.kept[c]`, pooled), and the input gradients into `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn reverse_pooled_block(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ws: &Workspace,
+        n: usize,
+        rps: usize,
+        c: usize,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Result<()> {
+        let rt = &self.rt;
+        let pool = c + 2;
+        let (Op::Conv(geom, p), Op::Activation(a), Op::MaxPool(pg)) =
+            (&self.nodes[c].op, &self.nodes[c + 1].op, &self.nodes[pool].op)
+        else {
+            unreachable!("pooled_block checks the layer kinds")
+        };
+        let size = self.nodes[pool].size;
+        let rows = n * rps;
+        let winners = ws.winners[pool].as_ref().expect("winners exist");
+        let gates = ws.gates[pool].as_ref().expect("gates exist");
+        let kept = ws.kept[c].as_ref().expect("kept cotangents exist");
+        let pre = ws.values[c].as_ref().expect("values exist");
+        let gp = GateParams {
+            n: (n * size) as u32,
+            out_size: size as u32,
+            in_size: self.nodes[c].size as u32,
+            kind: a.kind,
+            alpha: a.alpha,
+            lo: a.lo,
+            hi: a.hi,
+            _pad0: 0,
+        };
+        rt.dispatch(enc, &shaders::MAXPOOL_GATE, &gp, &[pre, winners, gates], n * size)?;
+        let mp = MaskParams { n: (rows * size) as u32, size: size as u32, rows_per_sample: rps as u32, _pad0: 0 };
+        rt.dispatch(enc, &shaders::MASK_MULTIPLY, &mp, &[dy, gates, kept], rows * size)?;
+        let mut cp = PooledConvParams::new(geom, pg);
+        cp.rows = rows as u32;
+        cp.rows_per_sample = rps as u32;
+        rt.dispatch(
+            enc,
+            &shaders::CONV_BACKWARD_POOLED,
+            &cp,
+            &[kept, winners, &p.weight, dx],
+            rows * self.nodes[c].in_size,
+        )
     }
 
     /// `target (+)= Σ_rows` the convolution's parameter gradient from output cotangents `dy`
@@ -1108,10 +1279,12 @@ impl GpuTrainer {
                 n,
             )?;
         }
+        rt.profile_resolve(&mut enc);
         rt.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(validation.pop()) {
             return Err(Error::Device { during: "updating the weights".into(), reason: e.to_string() });
         }
+        rt.profile_collect()?;
         rt.check_lost()
     }
 }

@@ -39,6 +39,37 @@ fn small_convnet(seed: u64) -> Network<f32> {
     net
 }
 
+/// Two conv → activation → max pool blocks with the geometry the pooled kernels must get right:
+/// grouped dilated padded conv – Clip – overlapping padded 3×3/2 pool – strided padded conv –
+/// LeakyReLU – overlapping 2×2/1 pool – flatten – dense 6 – ReLU – dense 3.
+fn pooled_blocks_net(seed: u64) -> Network<f32> {
+    let mut rng = Rng::new(seed);
+    let mut net = Network::new(&[2, 9, 9]).unwrap();
+    let mut c1 = conv(&mut rng, 2, 4, [3, 3], 2, true);
+    c1.padding = [2, 2, 2, 2];
+    c1.dilation = [2, 2];
+    net.then("conv1", Layer::Conv2d(c1)).unwrap();
+    net.then("clip", Layer::Clip { min: -0.3, max: 0.6 }).unwrap();
+    let p1 = Pool2d { kernel: [3, 3], stride: [2, 2], padding: [1; 4], count_include_pad: false, ceil_mode: false };
+    net.then("pool1", Layer::MaxPool2d(p1)).unwrap();
+    let mut c2 = conv(&mut rng, 4, 3, [2, 2], 1, false);
+    c2.padding = [1, 1, 1, 1];
+    c2.stride = [2, 1];
+    net.then("conv2", Layer::Conv2d(c2)).unwrap();
+    net.then("leaky", Layer::LeakyRelu { alpha: 0.1 }).unwrap();
+    let p2 = Pool2d { kernel: [2, 2], stride: [1, 1], padding: [0; 4], count_include_pad: false, ceil_mode: false };
+    net.then("pool2", Layer::MaxPool2d(p2)).unwrap();
+    let n = net.nodes()[6].size();
+    net.then("flat", Layer::Reshape { shape: vec![n] }).unwrap();
+    let d1 =
+        Dense { weight: uniform(&mut rng, 6 * n, 0.5), bias: Some(uniform(&mut rng, 6, 0.2)), inputs: n, outputs: 6 };
+    net.then("fc1", Layer::Dense(d1)).unwrap();
+    net.then("relu", Layer::Relu).unwrap();
+    let d2 = Dense { weight: uniform(&mut rng, 18, 0.5), bias: Some(uniform(&mut rng, 3, 0.2)), inputs: 6, outputs: 3 };
+    net.then("fc2", Layer::Dense(d2)).unwrap();
+    net
+}
+
 /// avg pool 2 on [1, 4, 4] – flatten – dense 10 (no bias) – ReLU – dense 3.
 fn small_avgnet(seed: u64) -> Network<f32> {
     let mut rng = Rng::new(seed);
@@ -214,6 +245,34 @@ fn one_step_equals_the_cpu_step_for_every_penalty_estimate() {
                 },
             );
         }
+    }
+}
+
+#[test]
+fn pooled_blocks_with_strides_padding_overlap_and_dropout_equal_the_cpu() {
+    let Some(ctx) = context() else { return };
+    for (what, estimate, drop) in [
+        ("pooled blocks, exact", PenaltyEstimate::Exact, vec![]),
+        ("pooled blocks, projections:2, dropout on a pool", PenaltyEstimate::Projections(2), vec![3]),
+    ] {
+        let net = pooled_blocks_net(4);
+        assert_eq!(net.nodes()[3].shape, vec![4, 5, 5], "{what}: first pool");
+        assert_eq!(net.nodes()[6].shape, vec![3, 2, 5], "{what}: second pool");
+        check(
+            &ctx,
+            Case {
+                what,
+                net,
+                objective: objective(estimate, LossForm::Mean, 0.3),
+                optimizer: sgd(),
+                dropout: drop.into_iter().map(|node| DropoutSite { node, rate: 0.3 }).collect(),
+                frozen: vec![],
+                batch: 6,
+                steps: 2,
+                budget: None,
+                schedule: LrSchedule::Constant,
+            },
+        );
     }
 }
 

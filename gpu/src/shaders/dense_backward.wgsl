@@ -1,5 +1,5 @@
 // Fully connected layer, input gradient: one invocation per input value of each cotangent row.
-// dx[m, i] = Σ_o dy[m, o] · w[o, i]
+// dx[m, i] = Σ_o dy[m, o] · w[o, i]   (terms with dy[m, o] = 0 are skipped)
 
 struct DenseParams {
     m: u32,
@@ -24,7 +24,12 @@ fn dense_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let gb = row * p.outputs;
     var acc = 0.0;
     for (var o = 0u; o < p.outputs; o++) {
-        acc += dy[gb + o] * weight[o * p.inputs + i];
+        // Neighbouring invocations share the row, so skipping zero cotangents (ReLU and dropout
+        // zero most of them in the penalty rows) skips the weight loads for all of them.
+        let g = dy[gb + o];
+        if (g != 0.0) {
+            acc += g * weight[o * p.inputs + i];
+        }
     }
     dx[idx] = acc;
 }

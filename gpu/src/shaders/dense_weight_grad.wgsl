@@ -36,7 +36,11 @@ fn dense_weight_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let o = j / p.inputs;
         let i = j % p.inputs;
         for (var r = r0; r < r1; r++) {
-            acc += dy[r * p.outputs + o] * x[r * p.inputs + i];
+            // Neighbouring invocations share o: zero cotangents skip the loads for all of them.
+            let g = dy[r * p.outputs + o];
+            if (g != 0.0) {
+                acc += g * x[r * p.inputs + i];
+            }
         }
     } else {
         let o = j - nw;
