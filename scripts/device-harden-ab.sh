@@ -11,12 +11,14 @@
 #   .dev/mnist-paper-base.onnx        ../shared/models/mnist-paper-base.onnx
 #   .dev/mnist-train/                 ../shared/data/mnist/{train,t10k}-*.gz
 #   .gl/*.deb, .gl/extra/*.deb        the Vulkan loader and X libraries (see device-vulkan-env.sh)
-# Writes its logs to $OUT (default ./harden-ab-out). BUDGET (seconds, default 540) bounds the run;
-# the optional parts start only when they fit.
+# Writes two files to $OUT (default ./harden-ab-out; the device tool returns only a few files):
+# log.txt (everything but the recipe) and recipe.txt (the recipe's output and its JSON files).
+# BUDGET (seconds, default 540) bounds the run; the optional parts start only when they fit.
 set -uo pipefail
 OUT="${OUT:-harden-ab-out}"
 BUDGET="${BUDGET:-540}"
 mkdir -p "$OUT"
+exec > >(tee "$OUT/log.txt") 2>&1
 . "$(dirname "$0")/device-vulkan-env.sh"
 for f in ghb_old ghb_new gpu_tests certify; do
   gunzip -c ".dev/$f.gz" > "/tmp/$f" && chmod +x "/tmp/$f"
@@ -29,10 +31,10 @@ quiet() { grep -v XDG_RUNTIME; }
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   echo "cpu cores: $(nproc)"
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-} 2>&1 | tee "$OUT/machine.txt"
+} 2>&1
 
 echo "== certify-gpu tests on this GPU (REQUIRE_GPU=1)"
-REQUIRE_GPU=1 timeout 120 /tmp/gpu_tests 2>&1 | quiet | grep -E "^test |test result|panicked" | tee "$OUT/gpu-tests.txt"
+REQUIRE_GPU=1 timeout 120 /tmp/gpu_tests 2>&1 | quiet | grep -E "^test |test result|panicked"
 
 echo "== A/B, exact penalty, batch 500 (interleaved)"
 for round in 1 2; do
@@ -40,11 +42,11 @@ for round in 1 2; do
     echo "== $b exact (round $round)"
     timeout 60 "/tmp/$b" "$MODEL" examples/data/mnist-1k 500 10 0 exact 2>&1 | quiet
   done
-done | tee "$OUT/ab-exact.txt"
+done
 for b in ghb_old ghb_new; do
   echo "== $b projections:1"
   timeout 60 "/tmp/$b" "$MODEL" examples/data/mnist-1k 500 20 0 projections:1 2>&1 | quiet
-done | tee "$OUT/ab-proj.txt"
+done
 
 echo "== device time per kernel"
 for b in ghb_old ghb_new; do
@@ -52,22 +54,22 @@ for b in ghb_old ghb_new; do
     echo "== $b $pen"
     CERTIFY_GPU_PROFILE=1 timeout 60 "/tmp/$b" "$MODEL" examples/data/mnist-1k 500 5 0 "$pen" 2>&1 | quiet
   done
-done | tee "$OUT/profile.txt"
+done
 
 echo "== PyTorch CUDA, same machine: one epoch of the exact step (two formulations), projection steps"
 TORCH=(python3 scripts/torch_harden_bench.py "$MODEL" "$DATA/train-images-idx3-ubyte.gz" "$DATA/train-labels-idx1-ubyte.gz" --device cuda)
 for method in loop batched; do
   timeout 90 "${TORCH[@]}" --epochs 1 --batch 500 --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty exact --method "$method" 2>/dev/null \
-    | tail -1 | tee "$OUT/torch-epoch-$method.json"
+    | tail -1
 done
 timeout 45 "${TORCH[@]}" --steps 40 --batch 500 --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty projections:1 2>/dev/null \
-  | tail -1 | tee "$OUT/torch-steps-proj.json"
+  | tail -1
 
 echo "== certify harden --device gpu, exact penalty, one epoch (new build)"
 start=$SECONDS
 timeout 120 /tmp/certify harden "$MODEL" --data "$DATA/train-images-idx3-ubyte.gz" --out /tmp/epoch.onnx --epochs 1 --batch 500 \
   --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty exact --seed 0 --device gpu --val examples/data/mnist-1k --val-every 40 --json 2>&1 \
-  | quiet | tr '\r' '\n' | grep -v '^\s*$' | tail -4 | tee "$OUT/harden-epoch.txt"
+  | quiet | tr '\r' '\n' | grep -v '^\s*$' | tail -4
 epoch_s=$((SECONDS - start))
 left=$((BUDGET - SECONDS))
 echo "== elapsed ${SECONDS}s, epoch ${epoch_s}s, ${left}s left"
@@ -76,7 +78,10 @@ if [ "$epoch_s" -gt 0 ] && [ $((epoch_s * 13 + 60)) -lt "$left" ]; then
   echo "== scripts/paper-recipe.sh with the exact penalty on the GPU"
   DEVICE=gpu PENALTY=exact THREADS="$(nproc)" CERTIFY=/tmp/certify BASE="$MODEL" \
     TRAIN="$DATA/train-images-idx3-ubyte.gz" TEST="$DATA/t10k-images-idx3-ubyte.gz" \
-    timeout $((left - 10)) scripts/paper-recipe.sh "$OUT/recipe-gpu-exact" 2>&1 | quiet | tail -5 | tee "$OUT/recipe.txt"
+    timeout $((left - 10)) scripts/paper-recipe.sh /tmp/recipe-gpu-exact 2>&1 | quiet | tail -5
+  for f in /tmp/recipe-gpu-exact/*.json /tmp/recipe-gpu-exact/commands.txt; do
+    echo "== $f"
+    cat "$f"
+  done > "$OUT/recipe.txt"
 fi
 echo "== done in ${SECONDS}s"
-rm -f "$OUT"/recipe-gpu-exact/*.onnx

@@ -482,8 +482,16 @@ pub struct GateParams {
     pub lo: f32,
     /// Clip bounds.
     pub hi: f32,
+    /// The pool's input width.
+    pub w: u32,
+    /// The pool's input cells per channel (height × width).
+    pub in_hw: u32,
+    /// Pooled cells per channel.
+    pub pooled_hw: u32,
     /// Padding to a multiple of 16 bytes.
     pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
 }
 
 /// `PooledConvParams` of the kernels of conv → activation → max pool at the winners: the
@@ -705,7 +713,7 @@ pub fn host_layouts() -> Vec<HostLayout> {
             _pad0,
             _pad1
         }),
-        layout!(GateParams { n, out_size, in_size, kind, alpha, lo, hi, _pad0 }),
+        layout!(GateParams { n, out_size, in_size, kind, alpha, lo, hi, w, in_hw, pooled_hw, _pad0, _pad1 }),
         layout!(PooledConvParams {
             rows,
             in_channels,

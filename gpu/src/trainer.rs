@@ -137,8 +137,9 @@ struct Workspace {
     values: Vec<Option<wgpu::Buffer>>,
     winners: Vec<Option<wgpu::Buffer>>,
     /// At the max pool of each conv → activation → max pool block (with penalty rows): the
-    /// activation's derivative at each pooled cell's winner, per sample (`maxpool_gate`).
-    gates: Vec<Option<wgpu::Buffer>>,
+    /// activation's derivative at each pooled cell's winner and the winner's packed position,
+    /// per sample (`maxpool_gate`).
+    gates: Vec<Option<(wgpu::Buffer, wgpu::Buffer)>>,
     masks: Vec<Option<wgpu::Buffer>>,
     labels: wgpu::Buffer,
     cot: wgpu::Buffer,
@@ -451,7 +452,7 @@ impl GpuTrainer {
         let values: usize =
             self.nodes.iter().filter(|n| !matches!(n.op, Op::Alias)).map(|n| n.size).sum::<usize>() + self.input_len;
         // Dropout masks, max-pool winners and (with penalty rows) the pools' gates.
-        let gated = if rows > 0 { 2 } else { 1 };
+        let gated = if rows > 0 { 3 } else { 1 };
         let extra: usize = self
             .nodes
             .iter()
@@ -570,7 +571,14 @@ impl GpuTrainer {
                 _ => None,
             });
             let block = id >= 2 && self.pooled_block(id - 2) == Some(id);
-            gates.push(if rows > 0 && block { Some(rt.storage(chunk * n.size, "max-pool gates")?) } else { None });
+            gates.push(if rows > 0 && block {
+                Some((
+                    rt.storage(chunk * n.size, "max-pool gates")?,
+                    rt.storage(chunk * n.size, "max-pool winner positions")?,
+                ))
+            } else {
+                None
+            });
             masks.push(if n.dropout > 0.0 { Some(rt.storage(chunk * n.size, "dropout mask")?) } else { None });
             kept.push(if rows > 0 && n.params().is_some() {
                 Some(rt.storage(chunk * rows * n.size, "penalty cotangents")?)
@@ -798,7 +806,8 @@ impl GpuTrainer {
                     let m = (n * node.in_size / *inputs as usize) as u32;
                     let g = DenseParams { m, inputs: *inputs, outputs: *outputs, has_bias: p.bias.is_some() as u32 };
                     let wt = p.transposed.as_ref().expect("dense layers have a transposed copy");
-                    rt.dispatch(enc, &shaders::DENSE_FORWARD_T, &g, &[x, wt, p.bias_or(&rt.dummy), y], len)?;
+                    let blocks = (m as usize).div_ceil(4) * *outputs as usize;
+                    rt.dispatch(enc, &shaders::DENSE_FORWARD_T, &g, &[x, wt, p.bias_or(&rt.dummy), y], blocks)?;
                 }
                 Op::MaxPool(geom) => {
                     let g = PoolParams { rows: n as u32, rows_per_sample: 1, ..*geom };
@@ -985,8 +994,7 @@ impl GpuTrainer {
                     unreachable!("pooled_block checks the layer kinds")
                 };
                 let kept = ws.kept[id].as_ref().expect("kept cotangents exist");
-                let winners = ws.winners[pool].as_ref().expect("winners exist");
-                let gates = ws.gates[pool].as_ref().expect("gates exist");
+                let (gates, winners) = ws.gates[pool].as_ref().expect("gates exist");
                 let mut gp = PooledConvParams::new(geom, pg);
                 gp.rows = rows as u32;
                 gp.rows_per_sample = rps as u32;
@@ -1048,7 +1056,8 @@ impl GpuTrainer {
                     }
                     let gp = DenseParams { m: m as u32, inputs: *inputs, outputs: *outputs, has_bias: 0 };
                     let wt = p.transposed.as_ref().expect("dense layers have a transposed copy");
-                    rt.dispatch(enc, &shaders::DENSE_FORWARD_T, &gp, &[t, wt, &rt.dummy, y], out_len)?;
+                    let blocks = m.div_ceil(4) * *outputs as usize;
+                    rt.dispatch(enc, &shaders::DENSE_FORWARD_T, &gp, &[t, wt, &rt.dummy, y], blocks)?;
                     cur = 1 - cur;
                 }
                 Op::MaxPool(geom) => {
@@ -1097,8 +1106,10 @@ impl GpuTrainer {
     /// the winners (a quarter of its outputs for 2×2 pooling).
     fn pooled_block(&self, c: usize) -> Option<usize> {
         let (conv, act, pool) = (self.nodes.get(c)?, self.nodes.get(c + 1)?, self.nodes.get(c + 2)?);
-        let kinds =
-            matches!(conv.op, Op::Conv(..)) && matches!(act.op, Op::Activation(_)) && matches!(pool.op, Op::MaxPool(_));
+        // Winner positions are packed as oy << 16 | ox.
+        let kinds = matches!(&conv.op, Op::Conv(g, _) if g.ho < 1 << 16 && g.wo < 1 << 16)
+            && matches!(act.op, Op::Activation(_))
+            && matches!(pool.op, Op::MaxPool(_));
         (kinds && conv.dropout == 0.0 && act.dropout == 0.0).then_some(c + 2)
     }
 
@@ -1127,7 +1138,7 @@ impl GpuTrainer {
         let size = self.nodes[pool].size;
         let rows = n * rps;
         let winners = ws.winners[pool].as_ref().expect("winners exist");
-        let gates = ws.gates[pool].as_ref().expect("gates exist");
+        let (gates, positions) = ws.gates[pool].as_ref().expect("gates exist");
         let kept = ws.kept[c].as_ref().expect("kept cotangents exist");
         let pre = ws.values[c].as_ref().expect("values exist");
         let gp = GateParams {
@@ -1138,9 +1149,12 @@ impl GpuTrainer {
             alpha: a.alpha,
             lo: a.lo,
             hi: a.hi,
-            _pad0: 0,
+            w: pg.w,
+            in_hw: pg.h * pg.w,
+            pooled_hw: pg.ho * pg.wo,
+            ..Default::default()
         };
-        rt.dispatch(enc, &shaders::MAXPOOL_GATE, &gp, &[pre, winners, gates], n * size)?;
+        rt.dispatch(enc, &shaders::MAXPOOL_GATE, &gp, &[pre, winners, gates, positions], n * size)?;
         let mp = MaskParams { n: (rows * size) as u32, size: size as u32, rows_per_sample: rps as u32, _pad0: 0 };
         rt.dispatch(enc, &shaders::MASK_MULTIPLY, &mp, &[dy, gates, kept], rows * size)?;
         let mut cp = PooledConvParams::new(geom, pg);
@@ -1150,7 +1164,7 @@ impl GpuTrainer {
             enc,
             &shaders::CONV_BACKWARD_POOLED,
             &cp,
-            &[kept, winners, &p.weight, dx],
+            &[kept, positions, &p.weight, dx],
             rows * self.nodes[c].in_size,
         )
     }

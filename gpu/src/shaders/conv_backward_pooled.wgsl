@@ -1,8 +1,8 @@
 // Input gradient of conv → activation → max pool from gated pooled cotangents: one invocation per
 // input value of each cotangent row,
 //   dx[r, ci, iy, ix] = Σ_{co in group} Σ_{pooled cells q of co} g[r, co, q] · w[co, ci_l, ki, kj]
-// over the cells whose winner (oy, ox) (for the row's sample) reads the input cell through
-// kernel tap (ki, kj): oy·sy + ki·dil_y − pad_top = iy and ox·sx + kj·dil_x − pad_left = ix.
+// over the cells whose winner (oy, ox) (for the row's sample; `pos` from maxpool_gate) reads the
+// input cell through kernel tap (ki, kj): oy·sy + ki·dil_y − pad_top = iy and ox·sx + kj·dil_x − pad_left = ix.
 // g is the pooled cotangent times the gate (maxpool_gate), i.e. what conv_backward would read at
 // the winners (every other output cell of the convolution has a zero cotangent). Cells that
 // share a winner (overlapping windows) each add their term, as maxpool_backward sums them.
@@ -11,7 +11,7 @@
 
 @group(0) @binding(0) var<uniform> p: PooledConvParams;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read> arg: array<u32>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
@@ -36,14 +36,13 @@ fn conv_backward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let r = idx / in_size;
     let rem = idx % in_size;
     let ci = rem / (p.h * p.w);
-    let pos = rem % (p.h * p.w);
-    let iy = pos / p.w;
-    let ix = pos % p.w;
+    let here = rem % (p.h * p.w);
+    let iy = here / p.w;
+    let ix = here % p.w;
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
     let grp = ci / cin_g;
     let ci_l = ci % cin_g;
-    let out_hw = p.ho * p.wo;
     let pooled_hw = p.pool_ho * p.pool_wo;
     let pooled_size = p.out_channels * pooled_hw;
     let g_base = r * pooled_size;
@@ -63,6 +62,7 @@ fn conv_backward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
     let oy_hi = min(ty / p.stride_y, p.ho - 1u);
     let ox_hi = min(tx / p.stride_x, p.wo - 1u);
+    let unit_dilation = p.dil_y == 1u && p.dil_x == 1u;
     var acc = 0.0;
     if (oy_lo <= oy_hi && ox_lo <= ox_hi) {
         let ry = pooled_range(oy_lo, oy_hi, p.pool_kh, p.pool_stride_y, p.pool_pad_top, p.pool_ho);
@@ -74,25 +74,25 @@ fn conv_backward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
                     let co = grp * cout_g + co_l;
                     let o = co * pooled_hw + cell;
                     let gv = g[g_base + o];
-                    if (gv == 0.0) {
+                    let c = pos[a_base + o];
+                    if (gv == 0.0 || c == 0xffffffffu) {
                         continue;
                     }
-                    let a = arg[a_base + o];
-                    if (a == 0xffffffffu) {
-                        continue;
-                    }
-                    let wpos = a - co * out_hw;
-                    let oy = wpos / p.wo;
-                    let ox = wpos % p.wo;
-                    let dy = i32(ty) - i32(oy * p.stride_y);
-                    let dxx = i32(tx) - i32(ox * p.stride_x);
-                    if (dy < 0 || dxx < 0 || u32(dy) % p.dil_y != 0u || u32(dxx) % p.dil_x != 0u) {
-                        continue;
-                    }
-                    let ki = u32(dy) / p.dil_y;
-                    let kj = u32(dxx) / p.dil_x;
-                    if (ki >= p.kh || kj >= p.kw) {
-                        continue;
+                    // The tap offsets; negative ones wrap to large values and fail the checks.
+                    let ky = ty - (c >> 16u) * p.stride_y;
+                    let kx = tx - (c & 0xffffu) * p.stride_x;
+                    var ki = ky;
+                    var kj = kx;
+                    if (unit_dilation) {
+                        if (ky >= p.kh || kx >= p.kw) {
+                            continue;
+                        }
+                    } else {
+                        if (ky > span_y || kx > span_x || ky % p.dil_y != 0u || kx % p.dil_x != 0u) {
+                            continue;
+                        }
+                        ki = ky / p.dil_y;
+                        kj = kx / p.dil_x;
                     }
                     acc += gv * weight[((co * cin_g + ci_l) * p.kh + ki) * p.kw + kj];
                 }

@@ -1,7 +1,7 @@
 // Tangent pass through conv → activation → max pool at fixed winners and gates (maxpool_gate):
 // one invocation per pooled output value of each tangent row,
 //   y[r, co, q] = gate[s, co, q] · Σ_{ci in group, ki, kj} w[co, ci_l, ki, kj] · t[r, ci, oy·sy + ki·dil_y − pad_top, ox·sx + kj·dil_x − pad_left]
-// where (oy, ox) is the winner of pooled cell q of channel co for the row's sample s. The
+// where (oy, ox) is the winner of pooled cell q of channel co for the row's sample s (`pos`). The
 // convolution is evaluated only at the winners (a quarter of its outputs for 2×2 pooling) and
 // not at all where the gate is 0. No bias (tangents are differences).
 
@@ -11,7 +11,7 @@
 @group(0) @binding(1) var<storage, read> t: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> gate: array<f32>;
-@group(0) @binding(4) var<storage, read> arg: array<u32>;
+@group(0) @binding(4) var<storage, read> pos: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
@@ -31,9 +31,9 @@ fn conv_forward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         return;
     }
     let co = o / pooled_hw;
-    let pos = arg[so] - co * p.ho * p.wo;
-    let oy = pos / p.wo;
-    let ox = pos % p.wo;
+    let c = pos[so];
+    let oy = c >> 16u;
+    let ox = c & 0xffffu;
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
     let g = co / cout_g;

@@ -2,7 +2,8 @@
 // conv_backward_pooled) over a range of rows: one invocation per (split, weight); split s sums
 // rows s·split_rows .. min(rows, (s+1)·split_rows) and writes
 //   partial[s·nw + j] = Σ_{r, pooled cells q of co} g[r, co, q] · x[r, ci, oy·sy + ki·dil_y − pad_top, ox·sx + kj·dil_x − pad_left]
-// for weight j = [co, ci_l, ki, kj], (oy, ox) the winner of q for the row's sample, nw the weight
+// for weight j = [co, ci_l, ki, kj], (oy, ox) the winner of q for the row's sample (`pos` from
+// maxpool_gate), nw the weight
 // count; padding cells are zero. Equal to conv_weight_grad with the cotangent scattered to the
 // winners, at a quarter of its work for 2×2 pooling. No bias (the penalty's bias gradient is 0).
 
@@ -10,7 +11,7 @@
 
 @group(0) @binding(0) var<uniform> p: PooledConvParams;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read> arg: array<u32>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<f32>;
 
@@ -32,7 +33,6 @@ fn conv_weight_grad_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let ci_l = (j / (p.kw * p.kh)) % cin_g;
     let co = j / (p.kw * p.kh * cin_g);
     let ci = (co / cout_g) * cin_g + ci_l;
-    let out_hw = p.ho * p.wo;
     let pooled_hw = p.pool_ho * p.pool_wo;
     let pooled_size = p.out_channels * pooled_hw;
     let in_hw = p.h * p.w;
@@ -44,16 +44,12 @@ fn conv_weight_grad_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @built
         let xb = r * in_size + ci * in_hw;
         for (var q = 0u; q < pooled_hw; q++) {
             let gv = g[gb + q];
-            if (gv == 0.0) {
+            let c = pos[ab + q];
+            if (gv == 0.0 || c == 0xffffffffu) {
                 continue;
             }
-            let a = arg[ab + q];
-            if (a == 0xffffffffu) {
-                continue;
-            }
-            let wpos = a - co * out_hw;
-            let iy = i32((wpos / p.wo) * p.stride_y + ki * p.dil_y) - i32(p.pad_top);
-            let ix = i32((wpos % p.wo) * p.stride_x + kj * p.dil_x) - i32(p.pad_left);
+            let iy = i32((c >> 16u) * p.stride_y + ki * p.dil_y) - i32(p.pad_top);
+            let ix = i32((c & 0xffffu) * p.stride_x + kj * p.dil_x) - i32(p.pad_left);
             if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
                 continue;
             }
