@@ -14,6 +14,7 @@
 # Writes two files to $OUT (default ./harden-ab-out; the device tool returns only a few files):
 # log.txt (everything but the recipe) and recipe.txt (the recipe's output and its JSON files).
 # BUDGET (seconds, default 540) bounds the run; the optional parts start only when they fit.
+# QUICK=1 leaves out the old build's kernel profile and PyTorch's `batched` formulation.
 set -uo pipefail
 OUT="${OUT:-harden-ab-out}"
 BUDGET="${BUDGET:-540}"
@@ -49,7 +50,9 @@ for b in ghb_old ghb_new; do
 done
 
 echo "== device time per kernel"
-for b in ghb_old ghb_new; do
+builds=(ghb_old ghb_new)
+[ "${QUICK:-0}" = 1 ] && builds=(ghb_new)
+for b in "${builds[@]}"; do
   for pen in exact projections:1; do
     echo "== $b $pen"
     CERTIFY_GPU_PROFILE=1 timeout 60 "/tmp/$b" "$MODEL" examples/data/mnist-1k 500 5 0 "$pen" 2>&1 | quiet
@@ -58,7 +61,9 @@ done
 
 echo "== PyTorch CUDA, same machine: one epoch of the exact step (two formulations), projection steps"
 TORCH=(python3 scripts/torch_harden_bench.py "$MODEL" "$DATA/train-images-idx3-ubyte.gz" "$DATA/train-labels-idx1-ubyte.gz" --device cuda)
-for method in loop batched; do
+methods=(loop batched)
+[ "${QUICK:-0}" = 1 ] && methods=(loop)
+for method in "${methods[@]}"; do
   timeout 90 "${TORCH[@]}" --epochs 1 --batch 500 --lambda 0.1 --lr 1e-4 --dropout 0.5 --penalty exact --method "$method" 2>/dev/null \
     | tail -1
 done

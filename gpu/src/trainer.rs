@@ -196,6 +196,8 @@ pub struct GpuTrainer {
     read_flag: wgpu::Buffer,
     ws: Option<Workspace>,
     bb: Option<BatchBuffers>,
+    /// Invocations a weight-gradient dispatch aims at (see [`GRAD_THREADS`]).
+    grad_threads: usize,
 }
 
 impl std::fmt::Debug for GpuTrainer {
@@ -330,6 +332,7 @@ impl GpuTrainer {
             read_flag,
             ws: None,
             bb: None,
+            grad_threads: GRAD_THREADS,
         })
     }
 
@@ -432,6 +435,15 @@ impl GpuTrainer {
     /// Forgets the kernel times gathered so far (e.g. those of warm-up steps).
     pub fn reset_kernel_profile(&self) {
         self.rt.profile_reset()
+    }
+
+    /// Sets how many invocations each weight-gradient dispatch aims at (default 2^20, at least
+    /// 1): fewer means more rows summed per invocation. The result is the same up to f32
+    /// summation order; tests use small values to run the kernels' many-row paths on small
+    /// networks.
+    pub fn with_gradient_threads(mut self, threads: usize) -> Self {
+        self.grad_threads = threads.clamp(1, GRAD_THREADS);
+        self
     }
 
     /// Steps applied so far.
@@ -1232,7 +1244,7 @@ impl GpuTrainer {
     /// device, within the partial-sum buffer.
     fn splits(&self, np: usize, rows: usize, p: &Params) -> (usize, usize) {
         let cap = (p.partial.size() as usize / 4) / np.max(1);
-        let want = GRAD_THREADS.div_ceil(np.max(1)).clamp(1, rows.max(1)).min(cap.max(1));
+        let want = self.grad_threads.div_ceil(np.max(1)).clamp(1, rows.max(1)).min(cap.max(1));
         let split_rows = rows.div_ceil(want).max(1);
         (rows.div_ceil(split_rows).max(1), split_rows)
     }

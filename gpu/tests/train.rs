@@ -45,14 +45,14 @@ fn small_convnet(seed: u64) -> Network<f32> {
 fn pooled_blocks_net(seed: u64) -> Network<f32> {
     let mut rng = Rng::new(seed);
     let mut net = Network::new(&[2, 9, 9]).unwrap();
-    let mut c1 = conv(&mut rng, 2, 4, [3, 3], 2, true);
+    let mut c1 = conv(&mut rng, 2, 10, [3, 3], 2, true);
     c1.padding = [2, 2, 2, 2];
     c1.dilation = [2, 2];
     net.then("conv1", Layer::Conv2d(c1)).unwrap();
     net.then("clip", Layer::Clip { min: -0.3, max: 0.6 }).unwrap();
     let p1 = Pool2d { kernel: [3, 3], stride: [2, 2], padding: [1; 4], count_include_pad: false, ceil_mode: false };
     net.then("pool1", Layer::MaxPool2d(p1)).unwrap();
-    let mut c2 = conv(&mut rng, 4, 3, [2, 2], 1, false);
+    let mut c2 = conv(&mut rng, 10, 3, [2, 2], 1, false);
     c2.padding = [1, 1, 1, 1];
     c2.stride = [2, 1];
     net.then("conv2", Layer::Conv2d(c2)).unwrap();
@@ -130,6 +130,8 @@ struct Case {
     budget: Option<u64>,
     /// A learning-rate schedule over the `steps` steps (set before each step on both sides).
     schedule: LrSchedule,
+    /// `GpuTrainer::with_gradient_threads` (None: the default).
+    grad_threads: Option<usize>,
 }
 
 /// Runs `steps` steps on the CPU (with the GPU's dropout masks) and on the GPU from the same
@@ -144,6 +146,10 @@ fn check(ctx: &GpuContext, c: Case) {
     let mut gpu = GpuTrainer::new(ctx, &c.net, c.objective, c.optimizer, seed)
         .and_then(|t| t.with_dropout(&c.dropout))
         .map(|t| t.with_frozen_weights(&c.frozen))
+        .map(|t| match c.grad_threads {
+            Some(n) => t.with_gradient_threads(n),
+            None => t,
+        })
         .unwrap_or_else(|e| panic!("{}: {e}", c.what));
     if let Some(b) = c.budget {
         gpu = gpu.with_memory_budget(b);
@@ -242,6 +248,7 @@ fn one_step_equals_the_cpu_step_for_every_penalty_estimate() {
                     steps: 1,
                     budget: None,
                     schedule: LrSchedule::Constant,
+                    grad_threads: None,
                 },
             );
         }
@@ -251,12 +258,14 @@ fn one_step_equals_the_cpu_step_for_every_penalty_estimate() {
 #[test]
 fn pooled_blocks_with_strides_padding_overlap_and_dropout_equal_the_cpu() {
     let Some(ctx) = context() else { return };
-    for (what, estimate, drop) in [
-        ("pooled blocks, exact", PenaltyEstimate::Exact, vec![]),
-        ("pooled blocks, projections:2, dropout on a pool", PenaltyEstimate::Projections(2), vec![3]),
+    // Few gradient invocations: every row-summing loop runs its four-at-a-time path and its tail.
+    for (what, estimate, drop, grad_threads) in [
+        ("pooled blocks, exact", PenaltyEstimate::Exact, vec![], None),
+        ("pooled blocks, projections:2, dropout on a pool", PenaltyEstimate::Projections(2), vec![3], None),
+        ("pooled blocks, exact, many rows per gradient invocation", PenaltyEstimate::Exact, vec![], Some(400)),
     ] {
         let net = pooled_blocks_net(4);
-        assert_eq!(net.nodes()[3].shape, vec![4, 5, 5], "{what}: first pool");
+        assert_eq!(net.nodes()[3].shape, vec![10, 5, 5], "{what}: first pool");
         assert_eq!(net.nodes()[6].shape, vec![3, 2, 5], "{what}: second pool");
         check(
             &ctx,
@@ -271,6 +280,7 @@ fn pooled_blocks_with_strides_padding_overlap_and_dropout_equal_the_cpu() {
                 steps: 2,
                 budget: None,
                 schedule: LrSchedule::Constant,
+                grad_threads,
             },
         );
     }
@@ -298,6 +308,7 @@ fn several_steps_equal_the_cpu_with_every_optimizer() {
                     steps: 3,
                     budget: None,
                     schedule,
+                    grad_threads: None,
                 },
             );
         }
@@ -327,6 +338,7 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
                 steps: 2,
                 budget,
                 schedule: LrSchedule::Constant,
+                grad_threads: None,
             },
         );
     }
@@ -343,6 +355,7 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
             steps: 2,
             budget: None,
             schedule: LrSchedule::Constant,
+            grad_threads: None,
         },
     );
     check(
@@ -358,6 +371,7 @@ fn chunked_batches_frozen_weights_and_plain_training_equal_the_cpu() {
             steps: 2,
             budget: None,
             schedule: LrSchedule::Constant,
+            grad_threads: None,
         },
     );
 }

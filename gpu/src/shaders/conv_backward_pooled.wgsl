@@ -26,6 +26,33 @@ fn pooled_range(lo: u32, hi: u32, k: u32, stride: u32, pad: u32, n: u32) -> vec2
     return vec2<u32>(first, min((hi + pad) / stride + 1u, n));
 }
 
+// The term of one pooled cell: its gated cotangent gv times the weight of the tap that connects
+// its winner (packed position c) to the input cell (ty, tx) = (iy + pad_top, ix + pad_left), in
+// the kh × kw kernel starting at weight index wb; 0 when the cell has no winner, a zero cotangent,
+// or no such tap.
+fn tap(gv: f32, c: u32, wb: u32, ty: u32, tx: u32) -> f32 {
+    if (gv == 0.0 || c == 0xffffffffu) {
+        return 0.0;
+    }
+    // The tap offsets; negative ones wrap to large values and fail the checks.
+    let ky = ty - (c >> 16u) * p.stride_y;
+    let kx = tx - (c & 0xffffu) * p.stride_x;
+    var ki = ky;
+    var kj = kx;
+    if (p.dil_y == 1u && p.dil_x == 1u) {
+        if (ky >= p.kh || kx >= p.kw) {
+            return 0.0;
+        }
+    } else {
+        if (ky > (p.kh - 1u) * p.dil_y || kx > (p.kw - 1u) * p.dil_x || ky % p.dil_y != 0u || kx % p.dil_x != 0u) {
+            return 0.0;
+        }
+        ki = ky / p.dil_y;
+        kj = kx / p.dil_x;
+    }
+    return gv * weight[wb + ki * p.kw + kj];
+}
+
 @compute @workgroup_size(64)
 fn conv_backward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
@@ -62,7 +89,6 @@ fn conv_backward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
     let oy_hi = min(ty / p.stride_y, p.ho - 1u);
     let ox_hi = min(tx / p.stride_x, p.wo - 1u);
-    let unit_dilation = p.dil_y == 1u && p.dil_x == 1u;
     var acc = 0.0;
     if (oy_lo <= oy_hi && ox_lo <= ox_hi) {
         let ry = pooled_range(oy_lo, oy_hi, p.pool_kh, p.pool_stride_y, p.pool_pad_top, p.pool_ho);
@@ -70,31 +96,33 @@ fn conv_backward_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         for (var py = ry.x; py < ry.y; py++) {
             for (var px = rx.x; px < rx.y; px++) {
                 let cell = py * p.pool_wo + px;
-                for (var co_l = 0u; co_l < cout_g; co_l++) {
-                    let co = grp * cout_g + co_l;
+                // Four output channels per pass so that their loads overlap; the sum keeps the
+                // channel order (skipped terms add 0).
+                var co = grp * cout_g;
+                let co_end = co + cout_g;
+                // Weight index of kernel [co, ci_l] and the step to the next channel's.
+                let wstep = cin_g * p.kh * p.kw;
+                var wb = (co * cin_g + ci_l) * p.kh * p.kw;
+                for (; co + 4u <= co_end; co += 4u) {
                     let o = co * pooled_hw + cell;
-                    let gv = g[g_base + o];
-                    let c = pos[a_base + o];
-                    if (gv == 0.0 || c == 0xffffffffu) {
-                        continue;
-                    }
-                    // The tap offsets; negative ones wrap to large values and fail the checks.
-                    let ky = ty - (c >> 16u) * p.stride_y;
-                    let kx = tx - (c & 0xffffu) * p.stride_x;
-                    var ki = ky;
-                    var kj = kx;
-                    if (unit_dilation) {
-                        if (ky >= p.kh || kx >= p.kw) {
-                            continue;
-                        }
-                    } else {
-                        if (ky > span_y || kx > span_x || ky % p.dil_y != 0u || kx % p.dil_x != 0u) {
-                            continue;
-                        }
-                        ki = ky / p.dil_y;
-                        kj = kx / p.dil_x;
-                    }
-                    acc += gv * weight[((co * cin_g + ci_l) * p.kh + ki) * p.kw + kj];
+                    let g0 = g[g_base + o];
+                    let g1 = g[g_base + o + pooled_hw];
+                    let g2 = g[g_base + o + 2u * pooled_hw];
+                    let g3 = g[g_base + o + 3u * pooled_hw];
+                    let c0 = pos[a_base + o];
+                    let c1 = pos[a_base + o + pooled_hw];
+                    let c2 = pos[a_base + o + 2u * pooled_hw];
+                    let c3 = pos[a_base + o + 3u * pooled_hw];
+                    acc += tap(g0, c0, wb, ty, tx);
+                    acc += tap(g1, c1, wb + wstep, ty, tx);
+                    acc += tap(g2, c2, wb + 2u * wstep, ty, tx);
+                    acc += tap(g3, c3, wb + 3u * wstep, ty, tx);
+                    wb += 4u * wstep;
+                }
+                for (; co < co_end; co++) {
+                    let o = co * pooled_hw + cell;
+                    acc += tap(g[g_base + o], pos[a_base + o], wb, ty, tx);
+                    wb += wstep;
                 }
             }
         }

@@ -15,6 +15,21 @@
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<f32>;
 
+// One cell's term: its gated cotangent gv times the input its winner (packed position c) reads
+// through tap (ki, kj) in the channel plane starting at xb; 0 for no winner, a zero cotangent or
+// a tap in the padding.
+fn term(gv: f32, c: u32, xb: u32, ki: u32, kj: u32) -> f32 {
+    if (gv == 0.0 || c == 0xffffffffu) {
+        return 0.0;
+    }
+    let iy = i32((c >> 16u) * p.stride_y + ki * p.dil_y) - i32(p.pad_top);
+    let ix = i32((c & 0xffffu) * p.stride_x + kj * p.dil_x) - i32(p.pad_left);
+    if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
+        return 0.0;
+    }
+    return gv * x[xb + u32(iy) * p.w + u32(ix)];
+}
+
 @compute @workgroup_size(64)
 fn conv_weight_grad_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
@@ -42,18 +57,25 @@ fn conv_weight_grad_pooled(@builtin(global_invocation_id) gid: vec3<u32>, @built
         let gb = r * pooled_size + co * pooled_hw;
         let ab = (r / p.rows_per_sample) * pooled_size + co * pooled_hw;
         let xb = r * in_size + ci * in_hw;
-        for (var q = 0u; q < pooled_hw; q++) {
-            let gv = g[gb + q];
-            let c = pos[ab + q];
-            if (gv == 0.0 || c == 0xffffffffu) {
-                continue;
-            }
-            let iy = i32((c >> 16u) * p.stride_y + ki * p.dil_y) - i32(p.pad_top);
-            let ix = i32((c & 0xffffu) * p.stride_x + kj * p.dil_x) - i32(p.pad_left);
-            if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
-                continue;
-            }
-            acc += gv * x[xb + u32(iy) * p.w + u32(ix)];
+        // Four cells per pass so that their loads overlap; the sum keeps the cell order
+        // (skipped terms add 0).
+        var q = 0u;
+        for (; q + 4u <= pooled_hw; q += 4u) {
+            let g0 = g[gb + q];
+            let g1 = g[gb + q + 1u];
+            let g2 = g[gb + q + 2u];
+            let g3 = g[gb + q + 3u];
+            let c0 = pos[ab + q];
+            let c1 = pos[ab + q + 1u];
+            let c2 = pos[ab + q + 2u];
+            let c3 = pos[ab + q + 3u];
+            acc += term(g0, c0, xb, ki, kj);
+            acc += term(g1, c1, xb, ki, kj);
+            acc += term(g2, c2, xb, ki, kj);
+            acc += term(g3, c3, xb, ki, kj);
+        }
+        for (; q < pooled_hw; q++) {
+            acc += term(g[gb + q], pos[ab + q], xb, ki, kj);
         }
     }
     partial[idx] = acc;

@@ -35,8 +35,28 @@ fn dense_weight_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     if (j < nw) {
         let o = j / p.inputs;
         let i = j % p.inputs;
-        for (var r = r0; r < r1; r++) {
-            // Neighbouring invocations share o: zero cotangents skip the loads for all of them.
+        // Neighbouring invocations share o: zero cotangents skip the loads for all of them. Four
+        // rows per pass so that their cotangent loads overlap; the sum keeps the row order.
+        var r = r0;
+        for (; r + 4u <= r1; r += 4u) {
+            let g0 = dy[r * p.outputs + o];
+            let g1 = dy[(r + 1u) * p.outputs + o];
+            let g2 = dy[(r + 2u) * p.outputs + o];
+            let g3 = dy[(r + 3u) * p.outputs + o];
+            if (g0 != 0.0) {
+                acc += g0 * x[r * p.inputs + i];
+            }
+            if (g1 != 0.0) {
+                acc += g1 * x[(r + 1u) * p.inputs + i];
+            }
+            if (g2 != 0.0) {
+                acc += g2 * x[(r + 2u) * p.inputs + i];
+            }
+            if (g3 != 0.0) {
+                acc += g3 * x[(r + 3u) * p.inputs + i];
+            }
+        }
+        for (; r < r1; r++) {
             let g = dy[r * p.outputs + o];
             if (g != 0.0) {
                 acc += g * x[r * p.inputs + i];
