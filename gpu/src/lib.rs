@@ -17,6 +17,11 @@
 //! Kernels are WGSL files under `src/shaders/` (one entry point each, listed in [`shaders`]),
 //! parameterised by uniform structs whose host layouts are checked against the shaders by naga.
 //!
+//! [`GpuTrainer`] runs the whole training step (forward, cross-entropy, the Jacobian penalty with
+//! its exact gradient, optimizer update) on the device. With [`PROFILE_ENV`]
+//! (`CERTIFY_GPU_PROFILE=1`) set when the context is created, every dispatch is timed with
+//! timestamp queries and [`GpuTrainer::kernel_profile`] reports the device time per kernel.
+//!
 //! ```no_run
 //! use certify_core::{Dense, Layer, Network};
 //! use certify_gpu::{GpuCertifier, GpuContext};
