@@ -468,10 +468,10 @@ impl GpuTrainer {
         let extra: usize = self
             .nodes
             .iter()
-            .map(|n| match n.op {
-                Op::MaxPool(_) => gated * n.size,
-                _ if n.dropout > 0.0 => n.size,
-                _ => 0,
+            .map(|n| {
+                let pool = if matches!(n.op, Op::MaxPool(_)) { gated } else { 0 };
+                let mask = if n.dropout > 0.0 { 1 } else { 0 };
+                (pool + mask) * n.size
             })
             .sum();
         let kept: usize = self.nodes.iter().filter(|n| n.params().is_some()).map(|n| n.size).sum();
