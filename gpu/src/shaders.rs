@@ -108,7 +108,7 @@ pub const CERTIFY: [Kernel; 12] = [
 ];
 
 /// The kernels of training (forward, reverse and tangent passes, gradients, optimizers).
-pub const TRAIN: [Kernel; 25] = [
+pub const TRAIN: [Kernel; 24] = [
     MAXPOOL_GATE,
     CONV_FORWARD_POOLED,
     CONV_BACKWARD_POOLED,
@@ -118,7 +118,6 @@ pub const TRAIN: [Kernel; 25] = [
     CONV_FORWARD,
     CONV_BACKWARD,
     CONV_WEIGHT_GRAD,
-    DENSE_FORWARD,
     DENSE_BACKWARD,
     DENSE_WEIGHT_GRAD,
     MAXPOOL_FORWARD,
