@@ -222,7 +222,9 @@ impl<T: Float> SparseConv<'_, T> {
             (padded.as_slice(), plen)
         };
         // A few blocks of channels per thread even out the work.
-        let per = cout.div_ceil(4 * threads().max(1)).max(1);
+        // With several rows, one block per thread: more channels per position to tile.
+        let blocks_per_thread = if rows > 1 { 1 } else { 4 };
+        let per = cout.div_ceil(blocks_per_thread * threads().max(1)).max(1);
         let accumulate = |target: &mut [T]| {
             for_rows(
                 target,

@@ -23,10 +23,11 @@
 use alloc::vec::Vec;
 
 use crate::kernels::conv::ConvGeom;
+use crate::kernels::tiles::{add_products, balanced_tiles, dot_tile, Runs, MAX_DOT_COLS, MAX_TILE};
 use crate::layer::Conv2d;
 use crate::scalar::Float;
 
-/// Tangent rows handled together by the dot-product kernel.
+/// Channels (or patches) handled together by the single-row kernels.
 const ROW_BLOCK: usize = 5;
 /// Shortest contiguous run (`kw·Cin`) worth the sparse kernels: below it (a first layer on
 /// one channel) the dense im2col path is faster.
@@ -312,24 +313,27 @@ pub(crate) fn forward_sample<T: Float>(
         }
         return;
     }
+    let runs = Runs { count: g.kh, len: g.run(), a_step: g.run_stride(), b_step: g.run() };
+    let mut tile = [T::ZERO; MAX_TILE * MAX_DOT_COLS];
     for p in 0..g.npos {
-        let chans = sites.at(p);
-        if chans.is_empty() {
-            continue;
-        }
         let start = g.patch_start(p);
-        for &ch in chans {
-            let ch = ch as usize;
-            let w = &w_hwc[ch * klen..(ch + 1) * klen];
-            for r0 in (0..rows).step_by(ROW_BLOCK) {
-                let r1 = (r0 + ROW_BLOCK).min(rows);
-                let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
-                for (b, r) in block.iter_mut().zip(r0..r1) {
-                    *b = &xp[r * plen + start..r * plen + start + span];
+        // Rows × channels tiles: each loaded patch value meets two weight runs, each weight
+        // value up to five patches.
+        for pair in sites.at(p).chunks(MAX_DOT_COLS) {
+            let mut b_offs = [0usize; MAX_DOT_COLS];
+            for (o, &ch) in b_offs.iter_mut().zip(pair) {
+                *o = ch as usize * klen;
+            }
+            for (r0, n) in balanced_tiles(rows, MAX_TILE - 1) {
+                let mut a_offs = [0usize; MAX_TILE];
+                for (i, o) in a_offs[..n].iter_mut().enumerate() {
+                    *o = (r0 + i) * plen + start;
                 }
-                dots(simd, w, &block[..r1 - r0], seg, &mut out);
-                for (j, r) in (r0..r1).enumerate() {
-                    y[r * out_size + ch * g.npos + p] = out[j];
+                dot_tile(xp, &a_offs[..n], w_hwc, &b_offs[..pair.len()], runs, &mut tile);
+                for i in 0..n {
+                    for (j, &ch) in pair.iter().enumerate() {
+                        y[(r0 + i) * out_size + ch as usize * g.npos + p] = tile[i * pair.len() + j];
+                    }
                 }
             }
         }
@@ -359,9 +363,39 @@ pub(crate) fn backward_sample<T: Float>(
     };
     let simd = simd_available();
     let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
-    for p in 0..g.npos {
+    if rows > 1 {
+        // Tiles of rows: each run of up to [`MAX_TILE`] rows' `dxp` stays in registers
+        // while every channel of the position adds its weight run to it.
+        let mut coef: Vec<T> = Vec::new();
+        let mut w_offs: Vec<usize> = Vec::new();
+        for p in 0..g.npos {
+            let chans = sites.at(p);
+            if chans.is_empty() {
+                continue;
+            }
+            let k = chans.len();
+            coef.clear();
+            for r in 0..rows {
+                coef.extend(chans.iter().map(|&ch| dy[r * out_size + ch as usize * g.npos + p]));
+            }
+            let start = g.patch_start(p);
+            for ki in 0..g.kh {
+                let at = start + ki * rstride;
+                w_offs.clear();
+                w_offs.extend(chans.iter().map(|&ch| ch as usize * klen + ki * run));
+                for (r0, n) in balanced_tiles(rows, MAX_TILE) {
+                    let mut d_offs = [0usize; MAX_TILE];
+                    for (i, o) in d_offs[..n].iter_mut().enumerate() {
+                        *o = (r0 + i) * plen + at;
+                    }
+                    add_products(acc, &d_offs[..n], &coef[r0 * k..(r0 + n) * k], w_hwc, &w_offs, run);
+                }
+            }
+        }
+    }
+    for p in (0..g.npos).filter(|_| rows == 1) {
         let start = g.patch_start(p);
-        // [`ROW_BLOCK`] channels at a time, their weights reused by every row while they are
+        // One row: [`ROW_BLOCK`] channels at a time, their weights reused while they are
         // in cache; each run of a row's `dxp` is loaded and stored once per block.
         for block in sites.at(p).chunks(ROW_BLOCK) {
             for (r, dxp) in acc.chunks_exact_mut(plen).enumerate() {
@@ -444,36 +478,33 @@ pub(crate) fn weight_grad_sample<T: Float>(
         }
         return;
     }
+    // Tiles of channels: each run of up to [`MAX_TILE`] channels' weight gradient stays in
+    // registers while every row adds its patch run to it.
+    let mut coef: Vec<T> = Vec::new();
+    let mut s_offs: Vec<usize> = Vec::new();
     for p in 0..g.npos {
         let all = sites.at(p);
-        // Channels are listed in increasing order.
         let lo = all.partition_point(|&c| (c as usize) < channels.start);
         let hi = all.partition_point(|&c| (c as usize) < channels.end);
         if lo == hi {
             continue;
         }
+        let sel = &all[lo..hi];
+        coef.clear();
+        for &ch in sel {
+            coef.extend((0..rows).map(|r| dy[r * out_size + ch as usize * g.npos + p]));
+        }
         let start = g.patch_start(p);
-        for &ch in &all[lo..hi] {
-            let ch = ch as usize;
-            let local = ch - channels.start;
-            let d = &mut dw_part[local * klen..(local + 1) * klen];
-            for r0 in (0..rows).step_by(ROW_BLOCK) {
-                let r1 = (r0 + ROW_BLOCK).min(rows);
-                let mut coef = [T::ZERO; ROW_BLOCK];
-                for (j, r) in (r0..r1).enumerate() {
-                    coef[j] = dy[r * out_size + ch * g.npos + p];
+        for ki in 0..g.kh {
+            let at = start + ki * rstride;
+            s_offs.clear();
+            s_offs.extend((0..rows).map(|r| r * plen + at));
+            for (c0, n) in balanced_tiles(sel.len(), MAX_TILE) {
+                let mut d_offs = [0usize; MAX_TILE];
+                for (o, &ch) in d_offs[..n].iter_mut().zip(&sel[c0..c0 + n]) {
+                    *o = (ch as usize - channels.start) * klen + ki * run;
                 }
-                if coef.iter().all(|&c| c == T::ZERO) {
-                    continue;
-                }
-                for ki in 0..g.kh {
-                    let at = start + ki * rstride;
-                    let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
-                    for (b, r) in block.iter_mut().zip(r0..r1) {
-                        *b = &xp[r * plen + at..r * plen + at + run];
-                    }
-                    accumulate_rows(simd, &mut d[ki * run..(ki + 1) * run], &coef[..r1 - r0], &block[..r1 - r0]);
-                }
+                add_products(dw_part, &d_offs[..n], &coef[c0 * rows..(c0 + n) * rows], xp, &s_offs, run);
             }
         }
     }
@@ -485,33 +516,6 @@ struct Segments {
     count: usize,
     len: usize,
     stride: usize,
-}
-
-/// `out[j] = Σ_s w[s·len..(s+1)·len]·rows[j][s·stride..s·stride + len]` for up to
-/// [`ROW_BLOCK`] rows (`w` holds the runs back to back).
-#[inline(always)]
-fn dots<T: Float>(simd: bool, w: &[T], rows: &[&[T]], seg: Segments, out: &mut [T]) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if simd {
-        if let (Some(w), Some(out)) = (avx2::as_f32(w), avx2::as_f32_mut(out)) {
-            let mut r: [&[f32]; ROW_BLOCK] = [&[]; ROW_BLOCK];
-            for (d, s) in r.iter_mut().zip(rows) {
-                *d = avx2::as_f32(s).expect("same type as w");
-            }
-            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
-            return unsafe { avx2::dots(w, &r[..rows.len()], seg.count, seg.len, seg.stride, out) };
-        }
-    }
-    let _ = simd;
-    for (o, r) in out.iter_mut().zip(rows) {
-        let mut acc = T::ZERO;
-        for s in 0..seg.count {
-            let ws = &w[s * seg.len..(s + 1) * seg.len];
-            let rs = &r[s * seg.stride..s * seg.stride + seg.len];
-            acc += ws.iter().zip(rs).map(|(&a, &b)| a * b).sum::<T>();
-        }
-        *o = acc;
-    }
 }
 
 /// `out[j] = Σ_s ws[j][s·len..(s+1)·len]·patch[s·stride..s·stride + len]` for up to
@@ -603,65 +607,6 @@ mod avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
-    }
-
-    /// `out[j] = Σ_s w[s·len..][..len]·rows[j][s·stride..][..len]` (`w` holds `count` runs
-    /// back to back; every row spans `(count − 1)·stride + len` values; at most
-    /// [`ROW_BLOCK`] rows).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots(w: &[f32], rows: &[&[f32]], count: usize, len: usize, stride: usize, out: &mut [f32]) {
-        assert!(
-            rows.len() <= ROW_BLOCK
-                && w.len() >= count * len
-                && out.len() >= rows.len()
-                && rows.iter().all(|r| count == 0 || r.len() >= (count - 1) * stride + len)
-        );
-        match rows.len() {
-            1 => dots_n::<1>(w, rows, count, len, stride, out),
-            2 => dots_n::<2>(w, rows, count, len, stride, out),
-            3 => dots_n::<3>(w, rows, count, len, stride, out),
-            4 => dots_n::<4>(w, rows, count, len, stride, out),
-            5 => dots_n::<5>(w, rows, count, len, stride, out),
-            _ => {}
-        }
-    }
-
-    /// [`dots`] for exactly `N` rows (bounds checked by the caller).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dots_n<const N: usize>(
-        w: &[f32],
-        rows: &[&[f32]],
-        count: usize,
-        len: usize,
-        stride: usize,
-        out: &mut [f32],
-    ) {
-        let full = len - len % 8;
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut tail = [0.0f32; N];
-        let mut p = [core::ptr::null::<f32>(); N];
-        for s in 0..count {
-            let wp = w.as_ptr().add(s * len);
-            for j in 0..N {
-                p[j] = rows[j].as_ptr().add(s * stride);
-            }
-            let mut i = 0;
-            while i < full {
-                let wv = _mm256_loadu_ps(wp.add(i));
-                for j in 0..N {
-                    acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p[j].add(i)), acc[j]);
-                }
-                i += 8;
-            }
-            for j in 0..N {
-                for i in full..len {
-                    tail[j] += *wp.add(i) * *p[j].add(i);
-                }
-            }
-        }
-        for j in 0..N {
-            out[j] = hsum(acc[j]) + tail[j];
-        }
     }
 
     /// `out[j] = Σ_s ws[j][s·len..][..len]·patch[s·stride..][..len]` (each `ws[j]` holds

@@ -5,3 +5,4 @@ pub(crate) mod conv_sparse;
 pub(crate) mod elementwise;
 pub(crate) mod layout;
 pub(crate) mod pool;
+pub(crate) mod tiles;
