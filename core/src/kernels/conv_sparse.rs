@@ -582,32 +582,12 @@ fn simd_available() -> bool {
 /// The `f32` inner loops with AVX2 and FMA.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod avx2 {
-    use core::any::TypeId;
     use core::arch::x86_64::*;
 
+    use crate::kernels::tiles::avx2::hsum;
+    pub use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
+
     use super::ROW_BLOCK;
-
-    /// `v` as `f32`s when `T` is `f32`.
-    pub fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
-        // SAFETY: `T` is `f32` (same type, same layout).
-        (TypeId::of::<T>() == TypeId::of::<f32>())
-            .then(|| unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
-    }
-
-    /// `v` as `f32`s when `T` is `f32`, mutably.
-    pub fn as_f32_mut<T: 'static>(v: &mut [T]) -> Option<&mut [f32]> {
-        // SAFETY: `T` is `f32` (same type, same layout).
-        (TypeId::of::<T>() == TypeId::of::<f32>())
-            .then(|| unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
 
     /// `out[j] = Σ_s ws[j][s·len..][..len]·patch[s·stride..][..len]` (each `ws[j]` holds
     /// `count` runs back to back; `patch` spans `(count − 1)·stride + len` values; at most

@@ -112,10 +112,10 @@ pub(crate) fn dot_tile<T: Float>(a: &[T], a_offs: &[usize], b: &[T], b_offs: &[u
     }
 }
 
-/// The `f32` kernels with AVX2 and FMA.
+/// The `f32` kernels with AVX2 and FMA, and the helpers the other AVX2 kernels share.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[allow(clippy::needless_range_loop)] // register tiles indexed in lockstep
-mod avx2 {
+pub(crate) mod avx2 {
     use core::any::TypeId;
     use core::arch::x86_64::*;
 
@@ -226,8 +226,9 @@ mod avx2 {
         }
     }
 
+    /// The sum of the eight lanes.
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
