@@ -15,7 +15,7 @@
 
 use alloc::vec::Vec;
 
-use crate::demand::{sparse_samples, SparseConvs};
+use crate::demand::{sparse_for, sparse_samples, SparseConvs};
 use crate::error::{Error, Result};
 use crate::forward::Trace;
 use crate::network::Network;
@@ -70,7 +70,8 @@ impl<T: Float> Network<T> {
         rows: usize,
         sparse: bool,
     ) -> Result<BilinearGrads<T>> {
-        let convs = if sparse { self.sparse_convs(trace) } else { (0..self.nodes().len()).map(|_| None).collect() };
+        let convs =
+            if sparse { self.sparse_convs(trace, rows) } else { (0..self.nodes().len()).map(|_| None).collect() };
         self.bilinear_grads_given(trace, v, rows, &convs)
     }
 
@@ -133,7 +134,7 @@ impl<T: Float> Network<T> {
                 let Some(dy) = cot[id].take() else { return };
                 let node = &nodes[id];
                 let in_shape = nodes[node.inputs[0]].shape.as_slice();
-                match (&sparse[id], grads.nodes[id].as_mut()) {
+                match (sparse_for(Some(sparse), id, rows), grads.nodes[id].as_mut()) {
                     (Some(sc), Some(LayerGrads::Conv2d { weight, .. } | LayerGrads::Dense { weight, .. })) => {
                         sc.add_weight_grads(in_shape.iter().product(), node.size(), t_in, &dy, rows, weight)
                     }
@@ -162,8 +163,10 @@ mod tests {
     }
 
     /// The sparse convolution path equals the dense one (vjp, jvp, every parameter gradient)
-    /// on a network where the demand is sparse, with a dropout mask in the way: within `tol`
-    /// relative to each result's largest entry.
+    /// on a network where the demand is sparse, with dropout masks in the way: within `tol`
+    /// relative to each result's largest entry. Twice: with a mask after every activation,
+    /// and with none after the activations read by a max pool (so the tangent pass computes
+    /// conv → activation → pool blocks sample by sample, see `pooled.rs`).
     fn sparse_equals_dense<T: Float>(
         net: &Network<T>,
         batch: usize,
@@ -172,22 +175,38 @@ mod tests {
         tol: f64,
         expect_sparse_dense: bool,
     ) {
+        for mask_all in [true, false] {
+            sparse_equals_dense_with(net, batch, rows, seed, tol, expect_sparse_dense, mask_all);
+        }
+    }
+
+    fn sparse_equals_dense_with<T: Float>(
+        net: &Network<T>,
+        batch: usize,
+        rows: usize,
+        seed: u64,
+        tol: f64,
+        expect_sparse_dense: bool,
+        mask_all: bool,
+    ) {
         let mut rng = Rng::new(seed);
         let d = net.input_len();
         let x: Vec<T> = (0..batch * d).map(|_| T::from_f64(rng.uniform())).collect();
-        // Dropout (p = 0.5) after every activation.
-        let masks: Vec<Option<Vec<T>>> = net
-            .nodes()
+        // Dropout (p = 0.5) after the activations.
+        let nodes = net.nodes();
+        let pooled = |id: usize| nodes.iter().any(|n| n.inputs == [id] && matches!(n.layer, Layer::MaxPool2d(_)));
+        let masks: Vec<Option<Vec<T>>> = nodes
             .iter()
-            .map(|n| {
-                matches!(n.layer, Layer::Relu).then(|| {
+            .enumerate()
+            .map(|(id, n)| {
+                (matches!(n.layer, Layer::Relu) && (mask_all || !pooled(id))).then(|| {
                     let m = |_| T::from_f64(if rng.uniform() < 0.5 { 0.0 } else { 2.0 });
                     (0..batch * n.size()).map(m).collect()
                 })
             })
             .collect();
         let trace = net.trace_with_masks(&x, batch, masks).unwrap();
-        let sparse = net.sparse_convs(&trace);
+        let sparse = net.sparse_convs(&trace, rows);
         for kind in ["Conv2d", "Dense"] {
             let found = sparse.iter().zip(net.nodes()).any(|(s, n)| s.is_some() && n.layer.kind() == kind);
             assert!(found || kind == "Dense" && !expect_sparse_dense, "no sparse {kind} layer in the test network");
@@ -235,19 +254,18 @@ mod tests {
         sparse_equals_dense(&net.cast::<f32>(), 3, 7, 4, 1e-4, true);
     }
 
-    /// Strides, uneven padding, vertical dilation and runs that are not a multiple of the
-    /// vector width: conv(5 → 6 channels, 3×4 kernel) → ReLU → 2×2 max pool → dense.
-    #[test]
-    fn sparse_convolutions_equal_dense_on_odd_geometry() {
+    /// conv(`cin` → 6 channels, 3×4 kernel, stride 2×1, uneven padding, vertical dilation 2)
+    /// → ReLU → 2×2 max pool → dense, random weights.
+    fn odd_geometry(cin: usize, seed: u64) -> Network<f64> {
         use crate::{Conv2d, Dense, Pool2d};
-        let mut rng = Rng::new(7);
+        let mut rng = Rng::new(seed);
         let mut u = |n: usize| (0..n).map(|_| rng.uniform() - 0.5).collect::<Vec<f64>>();
-        let mut net = Network::<f64>::new(&[5, 11, 9]).unwrap();
+        let mut net = Network::<f64>::new(&[cin, 11, 9]).unwrap();
         let conv = Conv2d {
-            weight: u(6 * 5 * 12),
+            weight: u(6 * cin * 12),
             bias: Some(u(6)),
             out_channels: 6,
-            in_channels: 5,
+            in_channels: cin,
             kernel: [3, 4],
             stride: [2, 1],
             padding: [1, 2, 0, 1],
@@ -263,9 +281,33 @@ mod tests {
         net.then("flatten", Layer::Reshape { shape: alloc::vec![features] }).unwrap();
         net.then("fc", Layer::Dense(Dense { weight: u(4 * features), bias: None, inputs: features, outputs: 4 }))
             .unwrap();
+        net
+    }
+
+    /// Strides, uneven padding, vertical dilation and runs that are not a multiple of the
+    /// vector width (5 channels: runs of 20 values).
+    #[test]
+    fn sparse_convolutions_equal_dense_on_odd_geometry() {
+        let net = odd_geometry(5, 7);
         sparse_equals_dense(&net, 3, 5, 8, 1e-12, false);
         sparse_equals_dense(&net, 3, 1, 9, 1e-12, false);
         sparse_equals_dense(&net.cast::<f32>(), 2, 1, 9, 1e-4, false);
         sparse_equals_dense(&net.cast::<f32>(), 3, 6, 8, 1e-4, false);
+    }
+
+    /// A narrow convolution (runs of 8 values: the rows-last kernels) on the same geometry,
+    /// with row counts below, at and across whole blocks of lanes; one row runs dense.
+    #[test]
+    fn narrow_sparse_convolutions_equal_dense() {
+        let net = odd_geometry(2, 11);
+        for rows in [2, 3, 8, 9, 17] {
+            sparse_equals_dense(&net, 3, rows, 12 + rows as u64, 1e-12, false);
+            sparse_equals_dense(&net.cast::<f32>(), 2, rows, 30 + rows as u64, 1e-4, false);
+        }
+        // With one row per sample the narrow convolution is not analysed at all.
+        let x: Vec<f64> = (0..2 * net.input_len()).map(|i| (i % 7) as f64 / 7.0).collect();
+        let trace = net.trace(&x, 2).unwrap();
+        assert!(net.sparse_convs(&trace, 1).iter().all(Option::is_none));
+        assert!(net.sparse_convs(&trace, 2).iter().any(Option::is_some));
     }
 }

@@ -60,6 +60,16 @@ pub(crate) fn sparse_samples<'a, T: Clone>(
 /// For each node, `Some` when it is a convolution to compute sparsely.
 pub(crate) type SparseConvs<'a, T> = Vec<Option<SparseConv<'a, T>>>;
 
+/// The sparse form of node `id` in `sparse`, if it has one whose kernels handle samples of
+/// `rows` rows ([`SparseGeom::handles`]); `None` means: compute it dense.
+pub(crate) fn sparse_for<'s, 'a, T: Clone>(
+    sparse: Option<&'s SparseConvs<'a, T>>,
+    id: usize,
+    rows: usize,
+) -> Option<&'s SparseConv<'a, T>> {
+    sparse.and_then(|s| s[id].as_ref()).filter(|sc| sc.geom.handles(rows))
+}
+
 fn merge(slot: &mut Option<Vec<u8>>, d: Vec<u8>) {
     match slot {
         Some(acc) => acc.iter_mut().zip(d).for_each(|(a, b)| *a |= b),
@@ -70,8 +80,10 @@ fn merge(slot: &mut Option<Vec<u8>>, d: Vec<u8>) {
 impl<T: Float> Network<T> {
     /// The convolutions and dense layers that [`SparseGeom`] accepts, at most
     /// [`SPARSE_LIMIT`] of whose outputs the linear passes read at the points of `trace`, with
-    /// their demanded sites (samples walked in parallel).
-    pub(crate) fn sparse_convs(&self, trace: &Trace<T>) -> SparseConvs<'_, T> {
+    /// their demanded sites (samples walked in parallel). `rows` is the most rows per sample
+    /// the passes will use: narrow convolutions are left out (computed dense, and their
+    /// demand not analysed) when no pass can use them ([`SparseGeom::handles`]).
+    pub(crate) fn sparse_convs(&self, trace: &Trace<T>, rows: usize) -> SparseConvs<'_, T> {
         let nodes = self.nodes();
         let batch = trace.batch();
         let mut out: SparseConvs<'_, T> = (0..nodes.len()).map(|_| None).collect();
@@ -84,7 +96,9 @@ impl<T: Float> Network<T> {
                 }
                 let in_shape = nodes[n.inputs[0]].shape.as_slice();
                 match &n.layer {
-                    Layer::Conv2d(c) => SparseGeom::new(c, &ConvGeom::new(in_shape, &n.shape)),
+                    Layer::Conv2d(c) => {
+                        SparseGeom::new(c, &ConvGeom::new(in_shape, &n.shape)).filter(|g| g.handles(rows))
+                    }
                     Layer::Dense(d) if in_shape.iter().product::<usize>() == d.inputs => {
                         SparseGeom::dense(d.inputs, d.outputs)
                     }
@@ -210,7 +224,7 @@ impl<T: Float> SparseConv<'_, T> {
         let (xs_all, x_len) = if self.geom.is_flat() {
             (x, rows * in_size)
         } else {
-            let plen = rows * self.geom.padded_len();
+            let plen = self.geom.sample_len(rows);
             let mut buf = alloc::vec![T::ZERO; n * plen];
             for_rows(
                 &mut buf,

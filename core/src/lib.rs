@@ -40,6 +40,7 @@ mod layer;
 mod network;
 mod parallel;
 mod params;
+mod pooled;
 mod reverse;
 mod scalar;
 mod tangent;

@@ -3,7 +3,7 @@
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
-use crate::demand::{SparseConv, SparseConvs};
+use crate::demand::{sparse_for, SparseConv, SparseConvs};
 use crate::error::{Error, Result};
 use crate::forward::{apply_mask, check_input, Trace};
 use crate::gemm::{gemm, Mat};
@@ -26,7 +26,7 @@ impl<T: Float> Network<T> {
     /// Vector-Jacobian products at the points of `trace`: `cotangents` holds `rows` vectors `u`
     /// per sample (`[batch, rows, K]`); returns `uᵀ·J(x_b)` as `[batch, rows, D]`.
     pub fn vjp(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<Vec<T>> {
-        let sparse = self.sparse_convs(trace);
+        let sparse = self.sparse_convs(trace, rows);
         self.reverse(trace, cotangents, rows, None, None, Some(&sparse), true)
     }
 
@@ -36,7 +36,7 @@ impl<T: Float> Network<T> {
     /// weights and biases, batch-norm `gamma` and `beta`), summed over all `batch·rows` rows.
     pub fn backward(&self, trace: &Trace<T>, cotangents: &[T], rows: usize) -> Result<(Vec<T>, ParamGrads<T>)> {
         let mut params = ParamGrads::zeros_like(self);
-        let sparse = self.sparse_convs(trace);
+        let sparse = self.sparse_convs(trace, rows);
         let dx = self.reverse(trace, cotangents, rows, Some(&mut params), None, Some(&sparse), true)?;
         Ok((dx, params))
     }
@@ -79,7 +79,8 @@ impl<T: Float> Network<T> {
             let out_size = node.size();
             let first = node.inputs[0];
             if let Some(p) = params.as_deref_mut() {
-                match (sparse.and_then(|s| s[id].as_ref()), p.nodes[id].as_mut()) {
+                // The rows are summed first: one row per sample.
+                match (sparse_for(sparse, id, 1), p.nodes[id].as_mut()) {
                     (Some(sc), Some(LayerGrads::Conv2d { weight, bias } | LayerGrads::Dense { weight, bias })) => {
                         let dys = sum_over_rows(&dy, batch, rows, out_size);
                         sc.add_weight_grads(in_size, out_size, trace.value(first), &dys, 1, weight);
@@ -108,7 +109,7 @@ impl<T: Float> Network<T> {
                 Layer::Input => unreachable!("node 0 is the only input"),
                 Layer::Conv2d(c) => {
                     let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
-                    if let Some(sc) = sparse.and_then(|s| s[id].as_ref()) {
+                    if let Some(sc) = sparse_for(sparse, id, rows) {
                         sparse_backward(sc, &dy, &mut dx);
                     } else {
                         let g = conv::ConvGeom::new(shapes[0], &node.shape);
@@ -155,8 +156,8 @@ impl<T: Float> Network<T> {
                     }
                     accumulate(&mut grads[first], dx);
                 }
-                Layer::Dense(_) if sparse.is_some_and(|s| s[id].is_some()) => {
-                    let sc = sparse.and_then(|s| s[id].as_ref()).expect("checked by the guard");
+                Layer::Dense(_) if sparse_for(sparse, id, rows).is_some() => {
+                    let sc = sparse_for(sparse, id, rows).expect("checked by the guard");
                     let mut dx = alloc::vec![T::ZERO; n_rows * in_size];
                     sparse_backward(sc, &dy, &mut dx);
                     accumulate(&mut grads[first], dx);

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::demand::SparseConvs;
+use crate::demand::{sparse_for, SparseConvs};
 use crate::error::{Error, Result};
 use crate::forward::{apply_mask, check_input, forward_node, Trace};
 use crate::kernels::{conv_sparse, elementwise, pool};
@@ -78,8 +78,10 @@ impl<T: Float> Network<T> {
         let consumers = self.consumers();
         let mut t: Vec<Vec<T>> = alloc::vec![Vec::new(); nodes.len()];
         t[0] = tangents.to_vec();
+        // Nodes whose tangents a pooled block (below) has already computed.
+        let mut done = alloc::vec![false; nodes.len()];
         for id in 1..nodes.len() {
-            if !live[id] {
+            if !live[id] || done[id] {
                 continue;
             }
             let node = &nodes[id];
@@ -88,6 +90,18 @@ impl<T: Float> Network<T> {
             let out_size = node.size();
             if node.layer.has_params() {
                 visit(id, &t[node.inputs[0]]);
+            }
+            if let Some(sc) = sparse_for(sparse, id, rows) {
+                if let Some(block) = self.pooled_block(id, &consumers, trace) {
+                    let mut out = self.pooled_tangent(trace, sc, &block, &t[node.inputs[0]], rows);
+                    if let Some(mask) = trace.mask(block.pool) {
+                        apply_mask(&mut out, mask, rows, nodes[block.pool].size());
+                    }
+                    t[block.pool] = out;
+                    done[block.act] = true;
+                    done[block.pool] = true;
+                    continue;
+                }
             }
             let out = match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
@@ -129,8 +143,8 @@ impl<T: Float> Network<T> {
                     out
                 }
                 Layer::Input => unreachable!("node 0 is the only input"),
-                Layer::Conv2d(_) | Layer::Dense(_) if sparse.is_some_and(|s| s[id].is_some()) => {
-                    let sc = sparse.and_then(|s| s[id].as_ref()).expect("checked by the guard");
+                Layer::Conv2d(_) | Layer::Dense(_) if sparse_for(sparse, id, rows).is_some() => {
+                    let sc = sparse_for(sparse, id, rows).expect("checked by the guard");
                     let tin = &t[node.inputs[0]];
                     // Zeroed: the sparse kernel writes the demanded sites only.
                     let mut out = alloc::vec![T::ZERO; batch * rows * out_size];

@@ -17,8 +17,12 @@
 //!
 //! Sites outside the set must have a zero cotangent (the caller guarantees it: they are exactly
 //! the outputs no later layer reads), so the results equal the dense kernels' up to rounding.
-//! Only ungrouped convolutions (`groups == 1`) with unit horizontal dilation and runs of at
-//! least [`MIN_RUN`] values are handled ([`SparseGeom::new`]); biases do not enter linear passes.
+//! Only ungrouped convolutions (`groups == 1`) with unit horizontal dilation are handled
+//! ([`SparseGeom::new`]); biases do not enter linear passes. *Narrow* convolutions, whose runs
+//! are shorter than [`MIN_RUN`] values, store the rows of a sample last instead (module
+//! [`narrow`]) and are handled only for samples with several rows ([`SparseGeom::handles`]).
+
+mod narrow;
 
 use alloc::vec::Vec;
 
@@ -29,8 +33,8 @@ use crate::scalar::Float;
 
 /// Channels (or patches) handled together by the single-row kernels.
 const ROW_BLOCK: usize = 5;
-/// Shortest contiguous run (`kw·Cin`) worth the sparse kernels: below it (a first layer on
-/// one channel) the dense im2col path is faster.
+/// Shortest contiguous run (`kw·Cin`) the row-by-row layout vectorises along: shorter runs (a
+/// first layer on one channel) use the rows-last layout of [`narrow`].
 pub(crate) const MIN_RUN: usize = 16;
 
 /// Geometry of a convolution in the padded channels-last layout.
@@ -52,13 +56,15 @@ pub(crate) struct SparseGeom {
     pub npos: usize,
     hp: usize,
     wp: usize,
+    /// Runs shorter than [`MIN_RUN`]: the rows-last layout of [`narrow`].
+    rows_last: bool,
 }
 
 impl SparseGeom {
     /// The geometry of `c` on an input of geometry `g`, or `None` when the sparse kernels do
-    /// not handle it (groups, horizontal dilation, runs shorter than [`MIN_RUN`]).
+    /// not handle it (groups, horizontal dilation).
     pub fn new<T>(c: &Conv2d<T>, g: &ConvGeom) -> Option<Self> {
-        if c.groups != 1 || c.dilation[1] != 1 || c.kernel[1] * c.in_channels < MIN_RUN || g.ho == 0 || g.wo == 0 {
+        if c.groups != 1 || c.dilation[1] != 1 || g.ho == 0 || g.wo == 0 {
             return None;
         }
         let (kh, kw) = (c.kernel[0], c.kernel[1]);
@@ -79,6 +85,7 @@ impl SparseGeom {
             npos: g.ho * g.wo,
             hp,
             wp,
+            rows_last: c.kernel[1] * c.in_channels < MIN_RUN,
         })
     }
 
@@ -101,13 +108,30 @@ impl SparseGeom {
             npos: 1,
             hp: 1,
             wp: 1,
+            rows_last: false,
         })
+    }
+
+    /// Whether the kernels of this module handle samples of `rows` rows: a narrow convolution
+    /// needs at least two (with one, the dense im2col path is as fast and needs no demand
+    /// analysis).
+    pub fn handles(&self, rows: usize) -> bool {
+        !self.rows_last || rows >= 2
+    }
+
+    /// Values of one sample's `rows` rows in the padded layout the kernels read.
+    pub fn sample_len(&self, rows: usize) -> usize {
+        if self.rows_last {
+            self.hp * self.wp * self.cin * narrow::lane_rows(rows)
+        } else {
+            rows * self.padded_len()
+        }
     }
 
     /// Whether the padded channels-last layout is the input layout itself (1×1 image, no
     /// padding: a dense layer).
     pub fn is_flat(&self) -> bool {
-        self.h == 1 && self.w == 1 && self.hp == 1 && self.wp == 1
+        !self.rows_last && self.h == 1 && self.w == 1 && self.hp == 1 && self.wp == 1
     }
 
     /// Whether the `[Cout, kh, kw, Cin]` weight order is the stored `[Cout, Cin, kh, kw]` one
@@ -268,9 +292,12 @@ fn padded_rows<'a, T: Float>(g: &SparseGeom, x: &'a [T], scratch: &'a mut Vec<T>
     scratch
 }
 
-/// Writes the rows of `x` (`[R, Cin·H·W]`) into `out` (`[R, padded_len]`) in the padded
-/// channels-last layout ([`weight_grad_sample`] reads its inputs in it).
+/// Writes the rows of one sample, `x` (`[R, Cin·H·W]`), into `out` (`sample_len(R)` values)
+/// in the padded layout ([`weight_grad_sample`] reads its inputs in it).
 pub(crate) fn pad_rows<T: Float>(g: &SparseGeom, x: &[T], out: &mut [T]) {
+    if g.rows_last {
+        return narrow::pad_sample(g, x, out);
+    }
     let (in_size, plen) = (g.cin * g.h * g.w, g.padded_len());
     for (xr, xp) in x.chunks_exact(in_size).zip(out.chunks_exact_mut(plen)) {
         to_padded(g, xr, xp);
@@ -288,6 +315,9 @@ pub(crate) fn forward_sample<T: Float>(
     y: &mut [T],
     scratch: &mut Vec<T>,
 ) {
+    if g.rows_last {
+        return narrow::forward_sample(g, w_hwc, sites, x, y, scratch);
+    }
     let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
     let rows = x.len() / in_size;
     let xp = padded_rows(g, x, scratch);
@@ -350,6 +380,9 @@ pub(crate) fn backward_sample<T: Float>(
     dx: &mut [T],
     scratch: &mut Vec<T>,
 ) {
+    if g.rows_last {
+        return narrow::backward_sample(g, w_hwc, sites, dy, dx, scratch);
+    }
     let (in_size, out_size, plen) = (g.cin * g.h * g.w, g.cout * g.npos, g.padded_len());
     let rows = dy.len() / out_size;
     let flat = g.is_flat();
@@ -437,6 +470,9 @@ pub(crate) fn weight_grad_sample<T: Float>(
     channels: core::ops::Range<usize>,
     dw_part: &mut [T],
 ) {
+    if g.rows_last {
+        return narrow::weight_grad_sample(g, sites, xp, dy, channels, dw_part);
+    }
     let (out_size, plen) = (g.cout * g.npos, g.padded_len());
     let rows = dy.len() / out_size;
     let simd = simd_available();

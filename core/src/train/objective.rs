@@ -209,8 +209,14 @@ impl Objective {
             _ => b,
         };
         let active = self.regularizer != Regularizer::None && self.lambda > 0.0 && b > 0;
-        // One demand analysis serves the cross-entropy backward pass and the penalty's passes.
-        let sparse = net.sparse_convs(trace);
+        // One demand analysis serves the cross-entropy backward pass and the penalty's passes
+        // (which use the most rows per sample).
+        let penalty_rows = match (active, self.regularizer, self.estimate) {
+            (true, Regularizer::Jacobian, PenaltyEstimate::Projections(p)) => p,
+            (true, Regularizer::Jacobian, _) => k,
+            _ => 1,
+        };
+        let sparse = net.sparse_convs(trace, penalty_rows);
         let mut cot = ce_cot;
         let mut penalty_grads: Option<ParamGrads<T>> = None;
         if active {
