@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::forward::Trace;
 use crate::network::Network;
 use crate::params::{LayerGrads, ParamGrads};
+use crate::pooled::{CotRows, PooledCot, Recorded};
 use crate::reverse::param_grads;
 use crate::scalar::Float;
 
@@ -122,7 +123,7 @@ impl<T: Float> Network<T> {
     ) -> Result<()> {
         let n = trace.batch();
         let (k, d) = (self.num_classes(), self.input_len());
-        let mut cot: Vec<Option<Vec<T>>> = alloc::vec![None; self.nodes().len()];
+        let mut cot: Vec<Option<Recorded<T>>> = alloc::vec![None; self.nodes().len()];
         let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(sparse), true)?;
         let nodes = self.nodes();
         let grads = &mut out.grads;
@@ -131,14 +132,26 @@ impl<T: Float> Network<T> {
             &u,
             rows,
             &mut |id, t_in| {
-                let Some(dy) = cot[id].take() else { return };
+                let Some(rec) = cot[id].take() else { return };
                 let node = &nodes[id];
                 let in_shape = nodes[node.inputs[0]].shape.as_slice();
-                match (sparse_for(Some(sparse), id, rows), grads.nodes[id].as_mut()) {
-                    (Some(sc), Some(LayerGrads::Conv2d { weight, .. } | LayerGrads::Dense { weight, .. })) => {
-                        sc.add_weight_grads(in_shape.iter().product(), node.size(), t_in, &dy, rows, weight)
+                let in_size = in_shape.iter().product();
+                match (sparse_for(Some(sparse), id, rows), grads.nodes[id].as_mut(), rec) {
+                    // A parameter node whose gradient nobody asked for.
+                    (_, None, _) => {}
+                    (
+                        Some(sc),
+                        Some(LayerGrads::Conv2d { weight, .. } | LayerGrads::Dense { weight, .. }),
+                        Recorded::Full(dy),
+                    ) => sc.add_weight_grads(in_size, node.size(), t_in, CotRows::Full(&dy), rows, weight),
+                    (Some(sc), Some(LayerGrads::Conv2d { weight, .. }), Recorded::Pooled(dp, block)) => {
+                        let pc = PooledCot::new(self, trace, &block);
+                        sc.add_weight_grads(in_size, node.size(), t_in, CotRows::Pooled(&pc, &dp), rows, weight)
                     }
-                    (_, acc) => param_grads(node, in_shape, t_in, &dy, n * rows, 1, acc, false),
+                    (_, _, Recorded::Pooled(..)) => {
+                        unreachable!("the reverse pass pools only convolutions computed sparsely for these rows")
+                    }
+                    (_, acc, Recorded::Full(dy)) => param_grads(node, in_shape, t_in, &dy, n * rows, 1, acc, false),
                 }
             },
             Some(sparse),

@@ -21,6 +21,7 @@ use crate::kernels::elementwise;
 use crate::layer::Layer;
 use crate::network::Network;
 use crate::parallel::{for_rows, threads};
+use crate::pooled::CotRows;
 use crate::scalar::Float;
 use crate::tangent::winners;
 
@@ -213,10 +214,19 @@ impl<T: Float> Network<T> {
 impl<T: Float> SparseConv<'_, T> {
     /// Adds the weight gradient of this layer to `weight`: inputs `x` (`[n, rows, in]`; the
     /// tangents in a tangent pass, the node's input values with `rows = 1` in a plain backward
-    /// pass) and cotangents `dy` (`[n, rows, out]`, zero outside the sites). The output
-    /// channels are split over the threads, each going through every sample, so no partial
-    /// gradients are summed and the result does not depend on the thread count.
-    pub fn add_weight_grads(&self, in_size: usize, out_size: usize, x: &[T], dy: &[T], rows: usize, weight: &mut [T]) {
+    /// pass) and cotangents `dy` (`[n, rows, out]`, zero outside the sites, or a pooled block's
+    /// cotangents expanded sample by sample). The output channels are split over the threads,
+    /// each going through every sample, so no partial gradients are summed and the result does
+    /// not depend on the thread count.
+    pub fn add_weight_grads(
+        &self,
+        in_size: usize,
+        out_size: usize,
+        x: &[T],
+        dy: CotRows<'_, T>,
+        rows: usize,
+        weight: &mut [T],
+    ) {
         let n = self.sites.len();
         let (cout, klen) = (self.geom.out_channels(), self.geom.weights_per_channel());
         // The inputs in the padded layout, made once and read by every block of channels.
@@ -240,19 +250,29 @@ impl<T: Float> SparseConv<'_, T> {
         let blocks_per_thread = if rows > 1 { 1 } else { 4 };
         let per = cout.div_ceil(blocks_per_thread * threads().max(1)).max(1);
         let accumulate = |target: &mut [T]| {
-            for_rows(
-                target,
-                per * klen,
-                || (),
-                |_, blk, part| {
-                    let channels = blk * per..(blk * per + part.len() / klen);
-                    for s in 0..n {
-                        let xs = &xs_all[s * x_len..(s + 1) * x_len];
-                        let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
-                        conv_sparse::weight_grad_sample(&self.geom, &self.sites[s], xs, ds, channels.clone(), part);
+            for_rows(target, per * klen, Vec::new, |expanded, blk, part| {
+                let channels = blk * per..(blk * per + part.len() / klen);
+                for s in 0..n {
+                    let xs = &xs_all[s * x_len..(s + 1) * x_len];
+                    let (sites, ch) = (&self.sites[s], channels.clone());
+                    match dy {
+                        CotRows::Full(dy) => {
+                            let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
+                            conv_sparse::weight_grad_sample(&self.geom, sites, xs, ds, ch, part);
+                        }
+                        CotRows::Pooled(pc, dp) => {
+                            // This block's channels expanded into a zero buffer, then
+                            // cleared again.
+                            let ps = rows * pc.pool_size();
+                            let dp = &dp[s * ps..(s + 1) * ps];
+                            expanded.resize(rows * out_size, T::ZERO);
+                            pc.scatter(s, dp, rows, ch.clone(), expanded, false);
+                            conv_sparse::weight_grad_sample(&self.geom, sites, xs, expanded, ch.clone(), part);
+                            pc.scatter(s, dp, rows, ch, expanded, true);
+                        }
                     }
-                },
-            )
+                }
+            })
         };
         if self.geom.weights_are_channels_last() {
             accumulate(weight);

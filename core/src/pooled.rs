@@ -10,7 +10,7 @@
 
 use alloc::vec::Vec;
 
-use crate::demand::SparseConv;
+use crate::demand::{sparse_for, SparseConv, SparseConvs};
 use crate::forward::Trace;
 use crate::kernels::{conv_sparse, elementwise};
 use crate::layer::Layer;
@@ -101,5 +101,124 @@ impl<T: Float> Network<T> {
             },
         );
         out
+    }
+}
+
+/// A cotangent kept by the reverse pass for a parameter node's weight gradient.
+#[derive(Clone, Debug)]
+pub(crate) enum Recorded<T> {
+    /// At the node's output, `[batch, rows, out]`.
+    Full(Vec<T>),
+    /// For the convolution of a pooled block: at the pool's output (`[batch, rows, pool
+    /// size]`, after the pool's dropout mask), expanded to the convolution's sites on demand
+    /// ([`PooledCot`]).
+    Pooled(Vec<T>, PooledBlock),
+}
+
+/// What expands a pooled block's cotangents (at the pool output) to the convolution's output:
+/// each window's cotangent goes to its winner, scaled by the activation's derivative there.
+pub(crate) struct PooledCot<'a, T> {
+    arg: alloc::borrow::Cow<'a, [usize]>,
+    primal: &'a [T],
+    act: &'a Layer<T>,
+    conv_size: usize,
+    pool_size: usize,
+    /// Pool outputs per channel.
+    pool_plane: usize,
+}
+
+impl<'a, T: Float> PooledCot<'a, T> {
+    /// The expansion of `block` at the points of `trace`.
+    pub fn new(net: &'a Network<T>, trace: &'a Trace<T>, block: &PooledBlock) -> Self {
+        let nodes = net.nodes();
+        let conv = nodes[block.act].inputs[0];
+        let Layer::MaxPool2d(p) = &nodes[block.pool].layer else { unreachable!("a pooled block ends in a max pool") };
+        let pool_shape = &nodes[block.pool].shape;
+        let pool_size = nodes[block.pool].size();
+        PooledCot {
+            arg: winners(trace, block.pool, p, &nodes[block.act].shape, pool_shape, block.act),
+            primal: trace.value(conv),
+            act: &nodes[block.act].layer,
+            conv_size: nodes[conv].size(),
+            pool_size,
+            pool_plane: pool_size / pool_shape[0].max(1),
+        }
+    }
+
+    /// Pool outputs per sample and row.
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// Adds the expansion of sample `s`'s pooled cotangents `dp` (`[rows, pool size]`), for
+    /// the channels `chans` only, to `y` (`[rows, conv size]`); with `clear`, writes zeros at
+    /// the same places instead (leaving a zero `y` zero again).
+    pub fn scatter(&self, s: usize, dp: &[T], rows: usize, chans: core::ops::Range<usize>, y: &mut [T], clear: bool) {
+        let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
+        let x = &self.primal[s * self.conv_size..(s + 1) * self.conv_size];
+        let outs = chans.start * self.pool_plane..chans.end * self.pool_plane;
+        for r in 0..rows {
+            let yr = &mut y[r * self.conv_size..(r + 1) * self.conv_size];
+            if clear {
+                a[outs.clone()].iter().for_each(|&i| yr[i] = T::ZERO);
+                continue;
+            }
+            let dr = &dp[r * self.pool_size..(r + 1) * self.pool_size];
+            for o in outs.clone() {
+                let i = a[o];
+                yr[i] += dr[o] * elementwise::derivative(self.act, x[i]);
+            }
+        }
+    }
+
+    /// Adds the convolution's bias gradient for the per-sample pooled cotangents `dps`
+    /// (`[batch, pool size]`, rows summed) to `db` (one entry per channel).
+    pub fn add_bias_grads(&self, dps: &[T], db: &mut [T]) {
+        for (s, dp) in dps.chunks_exact(self.pool_size).enumerate() {
+            let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
+            let x = &self.primal[s * self.conv_size..(s + 1) * self.conv_size];
+            for (ch, d) in db.iter_mut().enumerate() {
+                for o in ch * self.pool_plane..(ch + 1) * self.pool_plane {
+                    *d += dp[o] * elementwise::derivative(self.act, x[a[o]]);
+                }
+            }
+        }
+    }
+}
+
+/// A parameter node's output cotangents as a weight-gradient pass reads them.
+pub(crate) enum CotRows<'a, T> {
+    /// `[batch, rows, out]`.
+    Full(&'a [T]),
+    /// Pooled (`[batch, rows, pool size]`), with their expansion.
+    Pooled(&'a PooledCot<'a, T>, &'a [T]),
+}
+
+impl<T: Float> Network<T> {
+    /// The pooled block whose pool is node `pool`, with the sparse form of its convolution,
+    /// when the reverse pass can take it in one go: the convolution is computed sparsely for
+    /// `rows` rows and, when parameter gradients are summed over the rows (`one_row_too`), for
+    /// one row as well.
+    pub(crate) fn pooled_block_ending<'s, 'n>(
+        &self,
+        pool: usize,
+        consumers: &[usize],
+        trace: &Trace<T>,
+        sparse: Option<&'s SparseConvs<'n, T>>,
+        rows: usize,
+        one_row_too: bool,
+    ) -> Option<(PooledBlock, &'s SparseConv<'n, T>)> {
+        let nodes = self.nodes();
+        if !matches!(nodes[pool].layer, Layer::MaxPool2d(_)) {
+            return None;
+        }
+        let act = nodes[pool].inputs[0];
+        let conv = *nodes[act].inputs.first()?;
+        let sc = sparse_for(sparse, conv, rows)?;
+        if one_row_too && sparse_for(sparse, conv, 1).is_none() {
+            return None;
+        }
+        let block = self.pooled_block(conv, consumers, trace)?;
+        (block.act == act && block.pool == pool).then_some((block, sc))
     }
 }

@@ -12,6 +12,7 @@ use crate::layer::Layer;
 use crate::network::{Network, Node};
 use crate::parallel::{for_row_blocks, for_rows, threads};
 use crate::params::{LayerGrads, ParamGrads};
+use crate::pooled::{CotRows, PooledCot, Recorded};
 use crate::scalar::Float;
 use crate::tangent::winners;
 
@@ -55,7 +56,7 @@ impl<T: Float> Network<T> {
         cotangents: &[T],
         rows: usize,
         mut params: Option<&mut ParamGrads<T>>,
-        mut record: Option<&mut Vec<Option<Vec<T>>>>,
+        mut record: Option<&mut Vec<Option<Recorded<T>>>>,
         sparse: Option<&SparseConvs<'_, T>>,
         input_grad: bool,
     ) -> Result<Vec<T>> {
@@ -66,6 +67,7 @@ impl<T: Float> Network<T> {
         }
         let n_rows = batch * rows;
         let nodes = self.nodes();
+        let consumers = self.consumers();
         let mut grads: Vec<Option<Vec<T>>> = alloc::vec![None; nodes.len()];
         grads[self.output()] = Some(cotangents.to_vec());
         for id in (1..nodes.len()).rev() {
@@ -78,12 +80,51 @@ impl<T: Float> Network<T> {
             let in_size: usize = shapes[0].iter().product();
             let out_size = node.size();
             let first = node.inputs[0];
+            if let Some((block, sc)) = self.pooled_block_ending(id, &consumers, trace, sparse, rows, params.is_some()) {
+                // conv → activation → this pool in one go: the activation's and the
+                // convolution's full-size cotangents are never built.
+                let pc = PooledCot::new(self, trace, &block);
+                let conv = nodes[block.act].inputs[0];
+                let below = nodes[conv].inputs[0];
+                let (conv_in, conv_size) = (nodes[below].size(), nodes[conv].size());
+                if let Some(LayerGrads::Conv2d { weight, bias }) =
+                    params.as_deref_mut().and_then(|p| p.nodes[conv].as_mut())
+                {
+                    let sc1 = sparse_for(sparse, conv, 1).expect("checked by pooled_block_ending");
+                    let dps = sum_over_rows(&dy, batch, rows, out_size);
+                    let cot = CotRows::Pooled(&pc, &dps);
+                    sc1.add_weight_grads(conv_in, conv_size, trace.value(below), cot, 1, weight);
+                    if let Some(db) = bias {
+                        pc.add_bias_grads(&dps, db);
+                    }
+                }
+                if input_grad || below != 0 {
+                    let mut dx = alloc::vec![T::ZERO; n_rows * conv_in];
+                    let cout = sc.geom.out_channels();
+                    for_rows(
+                        &mut dx,
+                        rows * conv_in,
+                        || (Vec::new(), alloc::vec![T::ZERO; rows * conv_size]),
+                        |(scratch, expanded), s, dxs| {
+                            let dp = &dy[s * rows * out_size..(s + 1) * rows * out_size];
+                            pc.scatter(s, dp, rows, 0..cout, expanded, false);
+                            conv_sparse::backward_sample(&sc.geom, &sc.w_hwc, &sc.sites[s], expanded, dxs, scratch);
+                            pc.scatter(s, dp, rows, 0..cout, expanded, true);
+                        },
+                    );
+                    accumulate(&mut grads[below], dx);
+                }
+                if let Some(rec) = record.as_deref_mut() {
+                    rec[conv] = Some(Recorded::Pooled(dy, block));
+                }
+                continue;
+            }
             if let Some(p) = params.as_deref_mut() {
                 // The rows are summed first: one row per sample.
                 match (sparse_for(sparse, id, 1), p.nodes[id].as_mut()) {
                     (Some(sc), Some(LayerGrads::Conv2d { weight, bias } | LayerGrads::Dense { weight, bias })) => {
                         let dys = sum_over_rows(&dy, batch, rows, out_size);
-                        sc.add_weight_grads(in_size, out_size, trace.value(first), &dys, 1, weight);
+                        sc.add_weight_grads(in_size, out_size, trace.value(first), CotRows::Full(&dys), 1, weight);
                         if let Some(db) = bias {
                             add_bias_grads(db, &dys, out_size);
                         }
@@ -94,7 +135,7 @@ impl<T: Float> Network<T> {
             if !input_grad && node.inputs.iter().all(|&i| i == 0) {
                 // Only the network input lies below: nothing more to propagate.
                 if let Some(rec) = record.as_deref_mut() {
-                    rec[id] = Some(dy);
+                    rec[id] = Some(Recorded::Full(dy));
                 }
                 continue;
             }
@@ -102,7 +143,7 @@ impl<T: Float> Network<T> {
             let recording = record.is_some();
             let mut keep = |dy: Vec<T>| {
                 if let Some(rec) = record.as_deref_mut() {
-                    rec[id] = Some(dy);
+                    rec[id] = Some(Recorded::Full(dy));
                 }
             };
             match &node.layer {
