@@ -210,6 +210,14 @@ impl Sites {
     fn at(&self, p: usize) -> &[u32] {
         &self.chans[self.start[p] as usize..self.start[p + 1] as usize]
     }
+
+    /// The channels of position `p` that lie in `channels` (a sub-slice: the lists are sorted).
+    fn at_in(&self, p: usize, channels: &core::ops::Range<usize>) -> &[u32] {
+        let all = self.at(p);
+        let lo = all.partition_point(|&c| (c as usize) < channels.start);
+        let hi = all.partition_point(|&c| (c as usize) < channels.end);
+        &all[lo..hi]
+    }
 }
 
 /// Copies `x` (`[Cin, H, W]`) into the padded channels-last image `xp` (zero padding).
@@ -519,13 +527,10 @@ pub(crate) fn weight_grad_sample<T: Float>(
     let mut coef: Vec<T> = Vec::new();
     let mut s_offs: Vec<usize> = Vec::new();
     for p in 0..g.npos {
-        let all = sites.at(p);
-        let lo = all.partition_point(|&c| (c as usize) < channels.start);
-        let hi = all.partition_point(|&c| (c as usize) < channels.end);
-        if lo == hi {
+        let sel = sites.at_in(p, &channels);
+        if sel.is_empty() {
             continue;
         }
-        let sel = &all[lo..hi];
         coef.clear();
         for &ch in sel {
             coef.extend((0..rows).map(|r| dy[r * out_size + ch as usize * g.npos + p]));

@@ -255,13 +255,10 @@ fn weight_grad_body<T: Float>(
     let klen = g.kh * taps.run;
     let mut coef = Vec::new();
     for p in 0..g.npos {
-        let all = sites.at(p);
-        let lo = all.partition_point(|&c| (c as usize) < channels.start);
-        let hi = all.partition_point(|&c| (c as usize) < channels.end);
-        if lo == hi {
+        let sel = sites.at_in(p, &channels);
+        if sel.is_empty() {
             continue;
         }
-        let sel = &all[lo..hi];
         gather(g, dy, sel, p, rows, taps.l, &mut coef);
         let start = taps.start(g, p);
         for q in (0..taps.l).step_by(LANES) {
@@ -402,13 +399,10 @@ mod avx2 {
         assert!(patches_fit(g, &taps, xp.len()) && part.len() >= channels.len() * klen * LANES);
         let mut coef: Vec<f32> = Vec::new();
         for p in 0..g.npos {
-            let all = sites.at(p);
-            let lo = all.partition_point(|&c| (c as usize) < channels.start);
-            let hi = all.partition_point(|&c| (c as usize) < channels.end);
-            if lo == hi {
+            let sel = sites.at_in(p, &channels);
+            if sel.is_empty() {
                 continue;
             }
-            let sel = &all[lo..hi];
             gather(g, dy, sel, p, rows, taps.l, &mut coef);
             let start = taps.start(g, p);
             for (i, &ch) in sel.iter().enumerate() {
