@@ -65,7 +65,10 @@ fn max_abs(v: &[f64]) -> f64 {
 
 /// `backward`'s parameter gradients equal central finite differences of `L` for every
 /// parameter (cases near a kink, or where two step sizes disagree, are rejected), and its
-/// input gradient equals `vjp`'s exactly.
+/// input gradient equals `vjp`'s to rounding: the two may take different paths through a
+/// convolution → activation → max pool block (`vjp` fuses it whenever the convolution is sparse
+/// for `rows` rows, `backward` only when it is sparse for one row too), and overlapping pool
+/// windows then add their cotangents in a different order.
 fn params_match_fd(net: &Network<f64>, xs: &[f64], batch: usize, rows: usize, seed: u64) -> Result<(), TestCaseError> {
     let trace = net.trace(xs, batch).map_err(|e| TestCaseError::fail(format!("trace: {e}")))?;
     if let Some(why) = near_kink(net, &trace) {
@@ -74,7 +77,11 @@ fn params_match_fd(net: &Network<f64>, xs: &[f64], batch: usize, rows: usize, se
     let u = Rng::new(seed ^ 0xC0FF_EE00).vec(batch * rows * net.num_classes(), -1.0, 1.0);
     let (dx, grads) = net.backward(&trace, &u, rows).map_err(|e| TestCaseError::fail(format!("backward: {e}")))?;
     let vjp = net.vjp(&trace, &u, rows).map_err(|e| TestCaseError::fail(format!("vjp: {e}")))?;
-    prop_assert_eq!(dx, vjp, "backward's input gradient differs from vjp");
+    prop_assert_eq!(dx.len(), vjp.len());
+    let dx_scale = max_abs(&vjp).max(1.0);
+    for (i, (a, b)) in dx.iter().zip(&vjp).enumerate() {
+        prop_assert!((a - b).abs() <= 1e-12 * dx_scale, "input gradient {}: backward {} vs vjp {}", i, a, b);
+    }
     let exact: Vec<f64> = grads.tensors().concat();
     prop_assert_eq!(exact.len(), net.params().len());
     let fd = fd_param_grads(net, xs, batch, &u, rows, STEP);
