@@ -20,13 +20,21 @@ use crate::kernels::conv_sparse::{self, weights_to_hwc, Sites, SparseGeom};
 use crate::kernels::elementwise;
 use crate::layer::Layer;
 use crate::network::Network;
-use crate::parallel::{for_rows, threads};
+use crate::parallel::for_rows;
 use crate::pooled::CotRows;
 use crate::scalar::Float;
 use crate::tangent::winners;
 
 /// A convolution is computed sparsely when at most this fraction of its outputs is read.
 const SPARSE_LIMIT: f64 = 0.5;
+
+/// Weight-gradient blocks of at most this many values (256 KiB of `f32`) stay in a core's
+/// L2 cache while the samples stream through ([`SparseConv::add_weight_grads`]).
+const CACHED_WEIGHTS: usize = 1 << 16;
+
+/// Samples per partial weight gradient of a small layer: fixed, so that the summation order
+/// does not depend on the thread count.
+const CHUNK_SAMPLES: usize = 32;
 
 /// A convolution computed at its demanded sites only.
 pub(crate) struct SparseConv<'a, T: Clone> {
@@ -215,9 +223,15 @@ impl<T: Float> SparseConv<'_, T> {
     /// Adds the weight gradient of this layer to `weight`: inputs `x` (`[n, rows, in]`; the
     /// tangents in a tangent pass, the node's input values with `rows = 1` in a plain backward
     /// pass) and cotangents `dy` (`[n, rows, out]`, zero outside the sites, or a pooled block's
-    /// cotangents expanded sample by sample). The output channels are split over the threads,
-    /// each going through every sample, so no partial gradients are summed and the result does
-    /// not depend on the thread count.
+    /// cotangents expanded sample by sample).
+    ///
+    /// Small weight tensors (at most [`CACHED_WEIGHTS`] values, e.g. convolutions) are summed in
+    /// partial gradients over fixed chunks of [`CHUNK_SAMPLES`] samples, each chunk padding its
+    /// samples one by one into a reused buffer, and the partials are added in chunk order.
+    /// Larger ones (dense layers) are split into blocks of output channels of about
+    /// [`CACHED_WEIGHTS`] values, each block going through every sample. Either way the
+    /// summation order is fixed by the shapes alone, so the result does not depend on the
+    /// thread count.
     pub fn add_weight_grads(
         &self,
         in_size: usize,
@@ -226,6 +240,111 @@ impl<T: Float> SparseConv<'_, T> {
         dy: CotRows<'_, T>,
         rows: usize,
         weight: &mut [T],
+    ) {
+        let n = self.sites.len();
+        let (cout, klen) = (self.geom.out_channels(), self.geom.weights_per_channel());
+        if n == 0 || cout * klen == 0 {
+            return;
+        }
+        let apply = |target: &mut [T]| {
+            if cout * klen <= CACHED_WEIGHTS {
+                self.weight_grads_by_samples(in_size, out_size, x, dy, rows, target);
+            } else {
+                self.weight_grads_by_channels(in_size, out_size, x, dy, rows, target);
+            }
+        };
+        if self.geom.weights_are_channels_last() {
+            apply(weight);
+        } else {
+            let mut hwc = alloc::vec![T::ZERO; cout * klen];
+            apply(&mut hwc);
+            conv_sparse::add_weights_from_hwc(&self.geom, &hwc, weight);
+        }
+    }
+
+    /// Sample `s`'s share of the weight gradient for the output channels `channels`, added to
+    /// `part` (those channels' rows, `[Cout, kh, kw, Cin]` order); `xs` is the sample's input
+    /// in the padded layout, `expanded` a buffer that is all zeros on entry and on return.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_weight_grad(
+        &self,
+        s: usize,
+        xs: &[T],
+        dy: CotRows<'_, T>,
+        rows: usize,
+        out_size: usize,
+        channels: core::ops::Range<usize>,
+        part: &mut [T],
+        expanded: &mut Vec<T>,
+    ) {
+        let sites = &self.sites[s];
+        match dy {
+            CotRows::Full(dy) => {
+                let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
+                conv_sparse::weight_grad_sample(&self.geom, sites, xs, ds, channels, part);
+            }
+            CotRows::Pooled(pc, dp) => {
+                // The channels expanded into a zero buffer, then cleared again.
+                let ps = rows * pc.pool_size();
+                let dp = &dp[s * ps..(s + 1) * ps];
+                expanded.resize(rows * out_size, T::ZERO);
+                pc.scatter(s, dp, rows, channels.clone(), expanded, false);
+                conv_sparse::weight_grad_sample(&self.geom, sites, xs, expanded, channels.clone(), part);
+                pc.scatter(s, dp, rows, channels, expanded, true);
+            }
+        }
+    }
+
+    /// [`add_weight_grads`](Self::add_weight_grads) for small weight tensors: partial
+    /// gradients over fixed chunks of samples, each in cache while its samples stream through.
+    fn weight_grads_by_samples(
+        &self,
+        in_size: usize,
+        out_size: usize,
+        x: &[T],
+        dy: CotRows<'_, T>,
+        rows: usize,
+        target: &mut [T],
+    ) {
+        let n = self.sites.len();
+        let len = self.geom.out_channels() * self.geom.weights_per_channel();
+        let chunks = n.div_ceil(CHUNK_SAMPLES);
+        let flat = self.geom.is_flat();
+        let plen = self.geom.sample_len(rows);
+        let mut partials = alloc::vec![T::ZERO; chunks * len];
+        for_rows(
+            &mut partials,
+            len,
+            || (Vec::new(), Vec::new()),
+            |(padded, expanded): &mut (Vec<T>, Vec<T>), c, part| {
+                for s in c * CHUNK_SAMPLES..((c + 1) * CHUNK_SAMPLES).min(n) {
+                    let xr = &x[s * rows * in_size..(s + 1) * rows * in_size];
+                    let xs = if flat {
+                        xr
+                    } else {
+                        padded.resize(plen, T::ZERO);
+                        conv_sparse::pad_rows(&self.geom, xr, padded);
+                        padded.as_slice()
+                    };
+                    self.sample_weight_grad(s, xs, dy, rows, out_size, 0..self.geom.out_channels(), part, expanded);
+                }
+            },
+        );
+        for part in partials.chunks_exact(len) {
+            target.iter_mut().zip(part).for_each(|(t, &p)| *t += p);
+        }
+    }
+
+    /// [`add_weight_grads`](Self::add_weight_grads) for large weight tensors: blocks of
+    /// output channels of about [`CACHED_WEIGHTS`] values, each going through every sample.
+    fn weight_grads_by_channels(
+        &self,
+        in_size: usize,
+        out_size: usize,
+        x: &[T],
+        dy: CotRows<'_, T>,
+        rows: usize,
+        target: &mut [T],
     ) {
         let n = self.sites.len();
         let (cout, klen) = (self.geom.out_channels(), self.geom.weights_per_channel());
@@ -245,41 +364,13 @@ impl<T: Float> SparseConv<'_, T> {
             padded = buf;
             (padded.as_slice(), plen)
         };
-        // A few blocks of channels per thread even out the work.
-        // With several rows, one block per thread: more channels per position to tile.
-        let blocks_per_thread = if rows > 1 { 1 } else { 4 };
-        let per = cout.div_ceil(blocks_per_thread * threads().max(1)).max(1);
-        let accumulate = |target: &mut [T]| {
-            for_rows(target, per * klen, Vec::new, |expanded, blk, part| {
-                let channels = blk * per..(blk * per + part.len() / klen);
-                for s in 0..n {
-                    let xs = &xs_all[s * x_len..(s + 1) * x_len];
-                    let (sites, ch) = (&self.sites[s], channels.clone());
-                    match dy {
-                        CotRows::Full(dy) => {
-                            let ds = &dy[s * rows * out_size..(s + 1) * rows * out_size];
-                            conv_sparse::weight_grad_sample(&self.geom, sites, xs, ds, ch, part);
-                        }
-                        CotRows::Pooled(pc, dp) => {
-                            // This block's channels expanded into a zero buffer, then
-                            // cleared again.
-                            let ps = rows * pc.pool_size();
-                            let dp = &dp[s * ps..(s + 1) * ps];
-                            expanded.resize(rows * out_size, T::ZERO);
-                            pc.scatter(s, dp, rows, ch.clone(), expanded, false);
-                            conv_sparse::weight_grad_sample(&self.geom, sites, xs, expanded, ch.clone(), part);
-                            pc.scatter(s, dp, rows, ch, expanded, true);
-                        }
-                    }
-                }
-            })
-        };
-        if self.geom.weights_are_channels_last() {
-            accumulate(weight);
-        } else {
-            let mut hwc = alloc::vec![T::ZERO; cout * klen];
-            accumulate(&mut hwc);
-            conv_sparse::add_weights_from_hwc(&self.geom, &hwc, weight);
-        }
+        let per = (CACHED_WEIGHTS / klen).clamp(1, cout);
+        for_rows(target, per * klen, Vec::new, |expanded, blk, part| {
+            let channels = blk * per..(blk * per + part.len() / klen);
+            for s in 0..n {
+                let xs = &xs_all[s * x_len..(s + 1) * x_len];
+                self.sample_weight_grad(s, xs, dy, rows, out_size, channels.clone(), part, expanded);
+            }
+        });
     }
 }

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
 use crate::gemm::{dot, gemm, Mat};
-use crate::kernels::{conv, elementwise, layout, pool};
+use crate::kernels::{conv, conv_sparse, elementwise, layout, pool};
 use crate::layer::Layer;
 use crate::network::{Network, Node};
 use crate::parallel::{for_row_blocks, for_rows, for_rows2};
@@ -231,6 +231,8 @@ pub(crate) fn forward_node<T: Float>(
             let x = ins[0];
             if rows == 1 && c.groups == 1 {
                 conv::forward_single_split(c, &g, x, &mut out, with_offsets);
+            } else if conv_sparse::dense_forward_rows(c, &g, x, &mut out, rows, with_offsets) {
+                // Register-tiled f32 kernel, samples in parallel.
             } else {
                 for_rows(&mut out, out_size, Vec::new, |scratch, r, y| {
                     conv::forward_row(c, &g, &x[r * in_size..(r + 1) * in_size], y, with_offsets, scratch)

@@ -194,6 +194,15 @@ pub(crate) enum CotRows<'a, T> {
     Pooled(&'a PooledCot<'a, T>, &'a [T]),
 }
 
+// Only references inside: copyable whatever `T` is.
+impl<T> Clone for CotRows<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for CotRows<'_, T> {}
+
 impl<T: Float> Network<T> {
     /// The pooled block whose pool is node `pool`, with the sparse form of its convolution,
     /// when the reverse pass can take it in one go: the convolution is computed sparsely for

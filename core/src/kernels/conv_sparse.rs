@@ -21,8 +21,12 @@
 //! ([`SparseGeom::new`]); biases do not enter linear passes. *Narrow* convolutions, whose runs
 //! are shorter than [`MIN_RUN`] values, store the rows of a sample last instead (module
 //! [`narrow`]) and are handled only for samples with several rows ([`SparseGeom::handles`]).
+//! The same channels-last layout also serves a dense `f32` forward kernel (module [`direct`]).
 
+mod direct;
 mod narrow;
+
+pub(crate) use direct::forward_rows as dense_forward_rows;
 
 use alloc::vec::Vec;
 
@@ -158,6 +162,15 @@ impl SparseGeom {
     /// Length of one contiguous run of a patch.
     fn run(&self) -> usize {
         self.kw * self.cin
+    }
+
+    /// Positions in a band of whole output rows whose input rows (padded, channels last) take
+    /// at most [`L1_VALUES`] values, at least one row's.
+    fn l1_band_positions(&self) -> usize {
+        let row_values = (self.wp * self.cin).max(1);
+        let window = (self.kh - 1) * self.dil_h + 1;
+        let rows = (L1_VALUES / row_values).saturating_sub(window) / self.stride[0].max(1) + 1;
+        rows * self.wo
     }
 
     /// Distance between the starts of consecutive runs of a patch.
@@ -486,38 +499,43 @@ pub(crate) fn weight_grad_sample<T: Float>(
     let simd = simd_available();
     let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
     if rows == 1 {
-        // One row: channel by channel, [`ROW_BLOCK`] patches per pass over the channel's
-        // weight-gradient row (its nonzero cotangents are read straight from `dy`).
-        for ch in channels.clone() {
-            let local = ch - channels.start;
-            let d = &mut dw_part[local * klen..(local + 1) * klen];
-            let mut coef = [T::ZERO; ROW_BLOCK];
-            let mut at = [0usize; ROW_BLOCK];
-            let mut filled = 0;
-            let flush = |coef: &[T], at: &[usize], d: &mut [T]| {
-                for ki in 0..g.kh {
-                    let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
-                    for (b, &start) in block.iter_mut().zip(at) {
-                        let o = start + ki * rstride;
-                        *b = &xp[o..o + run];
+        // One row: in bands of output rows whose input rows fit the L1 cache, channel by
+        // channel, [`ROW_BLOCK`] patches per pass over the channel's weight-gradient row (its
+        // nonzero cotangents are read straight from `dy`).
+        let band = g.l1_band_positions();
+        for first in (0..g.npos).step_by(band) {
+            let last = (first + band).min(g.npos);
+            for ch in channels.clone() {
+                let local = ch - channels.start;
+                let d = &mut dw_part[local * klen..(local + 1) * klen];
+                let mut coef = [T::ZERO; ROW_BLOCK];
+                let mut at = [0usize; ROW_BLOCK];
+                let mut filled = 0;
+                let flush = |coef: &[T], at: &[usize], d: &mut [T]| {
+                    for ki in 0..g.kh {
+                        let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                        for (b, &start) in block.iter_mut().zip(at) {
+                            let o = start + ki * rstride;
+                            *b = &xp[o..o + run];
+                        }
+                        accumulate_rows(simd, &mut d[ki * run..(ki + 1) * run], coef, &block[..at.len()]);
                     }
-                    accumulate_rows(simd, &mut d[ki * run..(ki + 1) * run], coef, &block[..at.len()]);
+                };
+                for (p, &c) in dy[ch * g.npos + first..ch * g.npos + last].iter().enumerate() {
+                    if c == T::ZERO {
+                        continue;
+                    }
+                    coef[filled] = c;
+                    at[filled] = g.patch_start(first + p);
+                    filled += 1;
+                    if filled == ROW_BLOCK {
+                        flush(&coef, &at, d);
+                        filled = 0;
+                    }
                 }
-            };
-            for (p, &c) in dy[ch * g.npos..(ch + 1) * g.npos].iter().enumerate() {
-                if c == T::ZERO {
-                    continue;
+                if filled > 0 {
+                    flush(&coef[..filled], &at[..filled], d);
                 }
-                coef[filled] = c;
-                at[filled] = g.patch_start(p);
-                filled += 1;
-                if filled == ROW_BLOCK {
-                    flush(&coef, &at, d);
-                    filled = 0;
-                }
-            }
-            if filled > 0 {
-                flush(&coef[..filled], &at[..filled], d);
             }
         }
         return;
@@ -607,6 +625,9 @@ fn accumulate_rows<T: Float>(simd: bool, d: &mut [T], coef: &[T], rows: &[&[T]])
         }
     }
 }
+
+/// Input values a weight-gradient band keeps in the L1 cache (24 KiB of `f32`).
+const L1_VALUES: usize = 6 * 1024;
 
 /// Whether the `f32` AVX2 + FMA inner loops can run on this processor.
 fn simd_available() -> bool {
