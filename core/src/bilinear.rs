@@ -308,11 +308,10 @@ mod tests {
         sparse_equals_dense(&net.cast::<f32>(), 3, 6, 8, 1e-4, false);
     }
 
-    /// 64 input channels and 40 samples: the one-row weight gradient walks its output rows
-    /// in two bands (their input rows fill the L1 budget), and the samples fall in two
-    /// chunks of partial weight gradients.
+    /// 64 input channels (runs of 256 values: every chunk width of the one-row weight-gradient
+    /// kernel) and 35–40 samples, which fall in two chunks of partial weight gradients.
     #[test]
-    fn sparse_convolutions_equal_dense_across_bands_and_chunks() {
+    fn sparse_convolutions_equal_dense_with_wide_inputs_and_chunks() {
         let net = odd_geometry(64, 13);
         sparse_equals_dense(&net, 40, 1, 14, 1e-12, false);
         sparse_equals_dense(&net, 35, 2, 15, 1e-12, false);

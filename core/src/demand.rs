@@ -32,6 +32,10 @@ const SPARSE_LIMIT: f64 = 0.5;
 /// L2 cache while the samples stream through ([`SparseConv::add_weight_grads`]).
 const CACHED_WEIGHTS: usize = 1 << 16;
 
+/// Samples whose inputs a one-row dense weight gradient adds in one pass over a channel
+/// block ([`conv_sparse::dense_weight_grad_group`]).
+const SAMPLE_GROUP: usize = 16;
+
 /// Samples per partial weight gradient of a small layer: fixed, so that the summation order
 /// does not depend on the thread count.
 const CHUNK_SAMPLES: usize = 32;
@@ -365,6 +369,25 @@ impl<T: Float> SparseConv<'_, T> {
             (padded.as_slice(), plen)
         };
         let per = (CACHED_WEIGHTS / klen).clamp(1, cout);
+        if let (true, 1, CotRows::Full(dy)) = (self.geom.is_flat(), rows, dy) {
+            // A dense layer with one row: groups of samples, so that each pass over a
+            // channel's gradient row adds several samples' inputs.
+            for_rows(
+                target,
+                per * klen,
+                || (),
+                |_, blk, part| {
+                    let channels = blk * per..(blk * per + part.len() / klen);
+                    for first in (0..n).step_by(SAMPLE_GROUP) {
+                        let group = first..(first + SAMPLE_GROUP).min(n);
+                        let xs: Vec<&[T]> = group.clone().map(|s| &x[s * in_size..(s + 1) * in_size]).collect();
+                        let dys: Vec<&[T]> = group.map(|s| &dy[s * out_size..(s + 1) * out_size]).collect();
+                        conv_sparse::dense_weight_grad_group(&xs, &dys, channels.clone(), part);
+                    }
+                },
+            );
+            return;
+        }
         for_rows(target, per * klen, Vec::new, |expanded, blk, part| {
             let channels = blk * per..(blk * per + part.len() / klen);
             for s in 0..n {

@@ -164,15 +164,6 @@ impl SparseGeom {
         self.kw * self.cin
     }
 
-    /// Positions in a band of whole output rows whose input rows (padded, channels last) take
-    /// at most [`L1_VALUES`] values, at least one row's.
-    fn l1_band_positions(&self) -> usize {
-        let row_values = (self.wp * self.cin).max(1);
-        let window = (self.kh - 1) * self.dil_h + 1;
-        let rows = (L1_VALUES / row_values).saturating_sub(window) / self.stride[0].max(1) + 1;
-        rows * self.wo
-    }
-
     /// Distance between the starts of consecutive runs of a patch.
     fn run_stride(&self) -> usize {
         self.dil_h * self.wp * self.cin
@@ -496,50 +487,10 @@ pub(crate) fn weight_grad_sample<T: Float>(
     }
     let (out_size, plen) = (g.cout * g.npos, g.padded_len());
     let rows = dy.len() / out_size;
-    let simd = simd_available();
-    let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
     if rows == 1 {
-        // One row: in bands of output rows whose input rows fit the L1 cache, channel by
-        // channel, [`ROW_BLOCK`] patches per pass over the channel's weight-gradient row (its
-        // nonzero cotangents are read straight from `dy`).
-        let band = g.l1_band_positions();
-        for first in (0..g.npos).step_by(band) {
-            let last = (first + band).min(g.npos);
-            for ch in channels.clone() {
-                let local = ch - channels.start;
-                let d = &mut dw_part[local * klen..(local + 1) * klen];
-                let mut coef = [T::ZERO; ROW_BLOCK];
-                let mut at = [0usize; ROW_BLOCK];
-                let mut filled = 0;
-                let flush = |coef: &[T], at: &[usize], d: &mut [T]| {
-                    for ki in 0..g.kh {
-                        let mut block: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
-                        for (b, &start) in block.iter_mut().zip(at) {
-                            let o = start + ki * rstride;
-                            *b = &xp[o..o + run];
-                        }
-                        accumulate_rows(simd, &mut d[ki * run..(ki + 1) * run], coef, &block[..at.len()]);
-                    }
-                };
-                for (p, &c) in dy[ch * g.npos + first..ch * g.npos + last].iter().enumerate() {
-                    if c == T::ZERO {
-                        continue;
-                    }
-                    coef[filled] = c;
-                    at[filled] = g.patch_start(first + p);
-                    filled += 1;
-                    if filled == ROW_BLOCK {
-                        flush(&coef, &at, d);
-                        filled = 0;
-                    }
-                }
-                if filled > 0 {
-                    flush(&coef[..filled], &at[..filled], d);
-                }
-            }
-        }
-        return;
+        return one_row_weight_grad(g, sites, xp, dy, channels, dw_part);
     }
+    let (klen, run, rstride) = (g.kh * g.run(), g.run(), g.run_stride());
     // Tiles of channels: each run of up to [`MAX_TILE`] channels' weight gradient stays in
     // registers while every row adds its patch run to it.
     let mut coef: Vec<T> = Vec::new();
@@ -626,8 +577,111 @@ fn accumulate_rows<T: Float>(simd: bool, d: &mut [T], coef: &[T], rows: &[&[T]])
     }
 }
 
-/// Input values a weight-gradient band keeps in the L1 cache (24 KiB of `f32`).
-const L1_VALUES: usize = 6 * 1024;
+/// [`weight_grad_sample`] with one row: the sites regrouped by channel (cotangent, patch
+/// start; a counting sort over the position-major site list, no scan of `dy`), then each
+/// channel's gradient row accumulated over its sites ([`accumulate_patches`]).
+fn one_row_weight_grad<T: Float>(
+    g: &SparseGeom,
+    sites: &Sites,
+    xp: &[T],
+    dy: &[T],
+    channels: core::ops::Range<usize>,
+    dw_part: &mut [T],
+) {
+    let (nch, klen) = (channels.len(), g.kh * g.run());
+    let mut next = alloc::vec![0usize; nch + 1];
+    for p in 0..g.npos {
+        for &c in sites.at_in(p, &channels) {
+            next[c as usize - channels.start + 1] += 1;
+        }
+    }
+    for i in 1..=nch {
+        next[i] += next[i - 1];
+    }
+    let bounds = next.clone();
+    let total = bounds[nch];
+    let mut coef = alloc::vec![T::ZERO; total];
+    let mut at = alloc::vec![0usize; total];
+    let (mut oy, mut ox) = (0, 0);
+    for p in 0..g.npos {
+        let start = (oy * g.stride[0] * g.wp + ox * g.stride[1]) * g.cin;
+        for &c in sites.at_in(p, &channels) {
+            let slot = &mut next[c as usize - channels.start];
+            coef[*slot] = dy[c as usize * g.npos + p];
+            at[*slot] = start;
+            *slot += 1;
+        }
+        ox += 1;
+        if ox == g.wo {
+            (oy, ox) = (oy + 1, 0);
+        }
+    }
+    let simd = simd_available();
+    for (local, d) in dw_part.chunks_exact_mut(klen).enumerate().take(nch) {
+        let (lo, hi) = (bounds[local], bounds[local + 1]);
+        if lo < hi {
+            accumulate_patches(simd, g, d, &coef[lo..hi], &at[lo..hi], xp);
+        }
+    }
+}
+
+/// `d[ki·run + t] += Σ_s coef[s]·xp[at[s] + ki·run_stride + t]`: one channel's weight-gradient
+/// row (`kh·run` values) over the patches starting at `at`.
+fn accumulate_patches<T: Float>(simd: bool, g: &SparseGeom, d: &mut [T], coef: &[T], at: &[usize], xp: &[T]) {
+    let (run, rs) = (g.run(), g.run_stride());
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if simd {
+        if let (Some(d), Some(coef), Some(xp)) = (avx2::as_f32_mut(d), avx2::as_f32(coef), avx2::as_f32(xp)) {
+            // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
+            return unsafe { avx2::accumulate_patches(d, coef, at, xp, g.kh, run, rs) };
+        }
+    }
+    let _ = simd;
+    for ki in 0..g.kh {
+        let dk = &mut d[ki * run..(ki + 1) * run];
+        for (&c, &a) in coef.iter().zip(at) {
+            let xr = &xp[a + ki * rs..a + ki * rs + run];
+            dk.iter_mut().zip(xr).for_each(|(v, &x)| *v += c * x);
+        }
+    }
+}
+
+/// One-row weight gradient of a dense layer (flat geometry) for a group of samples:
+/// `dW[c, :] += Σ_s dy_s[c]·x_s` for the output channels `channels` (`dw_part` holds those
+/// channels' rows), [`ROW_BLOCK`] of the samples active at a channel per pass over its row.
+/// Samples are added in order, so the result does not depend on how the caller splits the
+/// channels.
+pub(crate) fn dense_weight_grad_group<T: Float>(
+    xs: &[&[T]],
+    dys: &[&[T]],
+    channels: core::ops::Range<usize>,
+    dw_part: &mut [T],
+) {
+    let Some(klen) = xs.first().map(|x| x.len()) else { return };
+    let simd = simd_available();
+    for (local, d) in dw_part.chunks_exact_mut(klen).enumerate().take(channels.len()) {
+        let ch = channels.start + local;
+        let mut coef = [T::ZERO; ROW_BLOCK];
+        let mut rows: [&[T]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+        let mut filled = 0;
+        for (&x, dy) in xs.iter().zip(dys) {
+            let c = dy[ch];
+            if c == T::ZERO {
+                continue;
+            }
+            coef[filled] = c;
+            rows[filled] = x;
+            filled += 1;
+            if filled == ROW_BLOCK {
+                accumulate_rows(simd, d, &coef, &rows);
+                filled = 0;
+            }
+        }
+        if filled > 0 {
+            accumulate_rows(simd, d, &coef[..filled], &rows[..filled]);
+        }
+    }
+}
 
 /// Whether the `f32` AVX2 + FMA inner loops can run on this processor.
 fn simd_available() -> bool {
@@ -707,6 +761,66 @@ mod avx2 {
         }
         for j in 0..N {
             out[j] = hsum(acc[j]) + tail[j];
+        }
+    }
+
+    /// [`super::accumulate_patches`] for `f32`: each chunk of up to 64 values of the row stays
+    /// in registers while every patch adds to it.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn accumulate_patches(
+        d: &mut [f32],
+        coef: &[f32],
+        at: &[usize],
+        xp: &[f32],
+        kh: usize,
+        run: usize,
+        rs: usize,
+    ) {
+        assert!(
+            d.len() >= kh * run
+                && coef.len() == at.len()
+                && (kh == 0 || at.iter().all(|&a| a + (kh - 1) * rs + run <= xp.len()))
+        );
+        for ki in 0..kh {
+            let dk = d.as_mut_ptr().add(ki * run);
+            let xk = xp.as_ptr().add(ki * rs);
+            let mut t = 0;
+            while t + 64 <= run {
+                patch_chunk::<8>(dk.add(t), coef, at, xk.add(t));
+                t += 64;
+            }
+            while t + 32 <= run {
+                patch_chunk::<4>(dk.add(t), coef, at, xk.add(t));
+                t += 32;
+            }
+            while t + 8 <= run {
+                patch_chunk::<1>(dk.add(t), coef, at, xk.add(t));
+                t += 8;
+            }
+            for u in t..run {
+                for (&c, &a) in coef.iter().zip(at) {
+                    *dk.add(u) += c * *xk.add(a + u);
+                }
+            }
+        }
+    }
+
+    /// `V` vectors of `d` plus `Σ_s coef[s]·x[at[s]..]` (bounds checked by the caller).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn patch_chunk<const V: usize>(d: *mut f32, coef: &[f32], at: &[usize], x: *const f32) {
+        let mut acc = [_mm256_setzero_ps(); V];
+        for (v, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_loadu_ps(d.add(8 * v));
+        }
+        for (&c, &a) in coef.iter().zip(at) {
+            let cv = _mm256_set1_ps(c);
+            let xs = x.add(a);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(cv, _mm256_loadu_ps(xs.add(8 * v)), *acc);
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(d.add(8 * v), *a);
         }
     }
 
