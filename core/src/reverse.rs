@@ -385,6 +385,13 @@ pub(crate) fn param_grads<T: Float>(
             let dys = sum_over_rows(dy, batch, rows, out_size);
             let g = conv::ConvGeom::new(in_shape, &node.shape);
             let wlen = c.weight.len();
+            if conv_sparse::dense_weight_grad_rows(c, &g, x, &dys, batch, weight) {
+                // Register-tiled f32 kernel.
+                if let (Some(db), true) = (bias, offsets) {
+                    add_bias_grads(db, &dys, out_size);
+                }
+                return;
+            }
             // One partial weight gradient per block of samples, summed afterwards.
             let per = batch.div_ceil(threads().max(1)).max(1);
             let blocks = batch.div_ceil(per);

@@ -26,7 +26,7 @@
 mod direct;
 mod narrow;
 
-pub(crate) use direct::forward_rows as dense_forward_rows;
+pub(crate) use direct::{forward_rows as dense_forward_rows, weight_grad_rows as dense_weight_grad_rows};
 
 use alloc::vec::Vec;
 

@@ -92,6 +92,84 @@ fn tiled_weights(g: &SparseGeom, w: &[f32]) -> Vec<f32> {
     wt
 }
 
+/// Samples per partial weight gradient in [`weight_grad_rows`]: fixed, so that the summation
+/// order does not depend on the thread count.
+#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+const CHUNK_SAMPLES: usize = 32;
+
+/// `dw += Σ_s dW(x_s, dy_s)`: the weight gradient of the convolution for `batch` samples
+/// (`x`: `[batch, Cin, H, W]`, `dy`: `[batch, Cout, Ho, Wo]`, `dw` in the weights' layout
+/// `[Cout, Cin, kh, kw]`). Partial gradients over fixed chunks of samples, each position's
+/// patch times its cotangents across the output channels in register tiles of
+/// [`TILE_POSITIONS`] weights × [`TILE_CHANNELS`] channels. Returns `false`, with `dw`
+/// untouched, where [`forward_rows`] would.
+pub(crate) fn weight_grad_rows<T: Float>(
+    c: &Conv2d<T>,
+    g: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+    batch: usize,
+    dw: &mut [T],
+) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
+        if !super::simd_available() {
+            return false;
+        }
+        let Some(geom) = SparseGeom::new(c, g) else { return false };
+        let geom = SparseGeom { rows_last: false, ..geom };
+        let (Some(x), Some(dy), Some(dw)) = (as_f32(x), as_f32(dy), as_f32_mut(dw)) else { return false };
+        let (in_size, out_size) = (geom.cin * geom.h * geom.w, geom.cout * geom.npos);
+        let (run, klen) = (geom.run(), geom.kh * geom.run());
+        let c16 = geom.cout.div_ceil(TILE_CHANNELS) * TILE_CHANNELS;
+        if x.len() != batch * in_size || dy.len() != batch * out_size || dw.len() != geom.cout * klen {
+            return false;
+        }
+        // Offsets of the patch values from a patch's start, and the patches' starts.
+        let rs = geom.run_stride();
+        let offsets: Vec<usize> = (0..geom.kh).flat_map(|ki| (0..run).map(move |t| ki * rs + t)).collect();
+        let starts: Vec<usize> = (0..geom.npos).map(|p| geom.patch_start(p)).collect();
+        let plen = geom.padded_len();
+        let mut partials = alloc::vec![0.0f32; batch.div_ceil(CHUNK_SAMPLES) * klen * c16];
+        for_rows(
+            &mut partials,
+            klen * c16,
+            || (Vec::new(), Vec::new()),
+            |(xp, dyt): &mut (Vec<f32>, Vec<f32>), chunk, part| {
+                for s in chunk * CHUNK_SAMPLES..((chunk + 1) * CHUNK_SAMPLES).min(batch) {
+                    xp.resize(plen, 0.0);
+                    to_padded(&geom, &x[s * in_size..(s + 1) * in_size], xp);
+                    // The cotangents position-major, channels padded to whole tiles with zeros.
+                    dyt.resize(geom.npos * c16, 0.0);
+                    let ds = &dy[s * out_size..(s + 1) * out_size];
+                    // SAFETY: `simd_available` checked AVX2 and FMA above.
+                    unsafe {
+                        avx2::transpose(ds, geom.cout, geom.npos, dyt, c16);
+                        avx2::weight_grad_sample(&offsets, &starts, xp, dyt, c16, part)
+                    }
+                }
+            },
+        );
+        // Back to `[Cout, Cin, kh, kw]`, the chunks added in order.
+        for part in partials.chunks_exact(klen * c16) {
+            for co in 0..geom.cout {
+                for k in 0..klen {
+                    let (ki, t) = (k / run, k % run);
+                    let (kj, ci) = (t / geom.cin, t % geom.cin);
+                    dw[((co * geom.cin + ci) * geom.kh + ki) * geom.kw + kj] += part[k * c16 + co];
+                }
+            }
+        }
+        true
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = (c, g, x, dy, batch, dw);
+        false
+    }
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod avx2 {
     use core::arch::x86_64::*;
@@ -126,6 +204,119 @@ mod avx2 {
                     _ => tile::<1>(g, wt, xp, bias, y, p),
                 }
                 ox += n;
+            }
+        }
+    }
+
+    /// `dyt[p·c16 + co] = ds[co·npos + p]` for every channel `co < cout` and position `p`
+    /// (`ds` is `[cout, npos]`), in 8 × 8 blocks.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transpose(ds: &[f32], cout: usize, npos: usize, dyt: &mut [f32], c16: usize) {
+        assert!(ds.len() >= cout * npos && dyt.len() >= npos * c16 && cout <= c16);
+        let (co8, p8) = (cout - cout % 8, npos - npos % 8);
+        let src = ds.as_ptr();
+        let dst = dyt.as_mut_ptr();
+        for co in (0..co8).step_by(8) {
+            for p in (0..p8).step_by(8) {
+                let r = |i: usize| _mm256_loadu_ps(src.add((co + i) * npos + p));
+                let (t0, t1) = (_mm256_unpacklo_ps(r(0), r(1)), _mm256_unpackhi_ps(r(0), r(1)));
+                let (t2, t3) = (_mm256_unpacklo_ps(r(2), r(3)), _mm256_unpackhi_ps(r(2), r(3)));
+                let (t4, t5) = (_mm256_unpacklo_ps(r(4), r(5)), _mm256_unpackhi_ps(r(4), r(5)));
+                let (t6, t7) = (_mm256_unpacklo_ps(r(6), r(7)), _mm256_unpackhi_ps(r(6), r(7)));
+                let (s0, s1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                let (s2, s3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                let (s4, s5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+                let (s6, s7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (j, o) in out.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((p + j) * c16 + co), *o);
+                }
+            }
+            for p in p8..npos {
+                for i in 0..8 {
+                    *dst.add(p * c16 + co + i) = *src.add((co + i) * npos + p);
+                }
+            }
+        }
+        for co in co8..cout {
+            for p in 0..npos {
+                *dst.add(p * c16 + co) = *src.add(co * npos + p);
+            }
+        }
+    }
+
+    /// One sample's weight gradient added to `part` (`[kh·kw·Cin, c16]`): `xp` padded channels
+    /// last, `dyt` its cotangents `[positions, c16]`, `offsets` the patch values' offsets from
+    /// a patch start, `starts` the patches' starts.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grad_sample(
+        offsets: &[usize],
+        starts: &[usize],
+        xp: &[f32],
+        dyt: &[f32],
+        c16: usize,
+        part: &mut [f32],
+    ) {
+        let klen = offsets.len();
+        assert!(
+            c16.is_multiple_of(TILE_CHANNELS)
+                && part.len() >= klen * c16
+                && dyt.len() >= starts.len() * c16
+                && starts.iter().max().zip(offsets.iter().max()).is_none_or(|(s, o)| s + o < xp.len())
+        );
+        let mut k0 = 0;
+        while k0 < klen {
+            let n = (klen - k0).min(TILE_POSITIONS);
+            match n {
+                6 => grad_tile::<6>(&offsets[k0..k0 + 6], starts, xp, dyt, c16, part, k0),
+                5 => grad_tile::<5>(&offsets[k0..k0 + 5], starts, xp, dyt, c16, part, k0),
+                4 => grad_tile::<4>(&offsets[k0..k0 + 4], starts, xp, dyt, c16, part, k0),
+                3 => grad_tile::<3>(&offsets[k0..k0 + 3], starts, xp, dyt, c16, part, k0),
+                2 => grad_tile::<2>(&offsets[k0..k0 + 2], starts, xp, dyt, c16, part, k0),
+                _ => grad_tile::<1>(&offsets[k0..k0 + 1], starts, xp, dyt, c16, part, k0),
+            }
+            k0 += n;
+        }
+    }
+
+    /// Weights `k0..k0 + N` of every output channel, summed over all positions.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_tile<const N: usize>(
+        offsets: &[usize],
+        starts: &[usize],
+        xp: &[f32],
+        dyt: &[f32],
+        c16: usize,
+        part: &mut [f32],
+        k0: usize,
+    ) {
+        let mut off = [0usize; N];
+        off.copy_from_slice(&offsets[..N]);
+        for blk in (0..c16).step_by(TILE_CHANNELS) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; N];
+            for (p, &start) in starts.iter().enumerate() {
+                let d = dyt.as_ptr().add(p * c16 + blk);
+                let (d0, d1) = (_mm256_loadu_ps(d), _mm256_loadu_ps(d.add(8)));
+                let x = xp.as_ptr().add(start);
+                for (a, &o) in acc.iter_mut().zip(&off) {
+                    let b = _mm256_broadcast_ss(&*x.add(o));
+                    a[0] = _mm256_fmadd_ps(b, d0, a[0]);
+                    a[1] = _mm256_fmadd_ps(b, d1, a[1]);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let dst = part.as_mut_ptr().add((k0 + i) * c16 + blk);
+                _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), a[0]));
+                _mm256_storeu_ps(dst.add(8), _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), a[1]));
             }
         }
     }
@@ -181,8 +372,8 @@ mod avx2 {
 mod tests {
     use alloc::vec::Vec;
 
-    use super::forward_rows;
-    use crate::kernels::conv::{forward_row, ConvGeom};
+    use super::{forward_rows, weight_grad_rows};
+    use crate::kernels::conv::{forward_row, weight_grad_row, ConvGeom};
     use crate::layer::Conv2d;
     use crate::train::Rng;
 
@@ -201,6 +392,31 @@ mod tests {
         ([4, 9, 8], 33, [3, 3], [3, 3], [1, 1, 1, 1], 3),
     ];
 
+    fn uniform(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform() as f32 - 0.5).collect()
+    }
+
+    /// A convolution of the geometry with random weights and bias, its geometry, and the
+    /// input and output sizes of one sample.
+    fn random_conv(rng: &mut Rng, geometry: Geometry) -> (Conv2d<f32>, ConvGeom, usize, usize) {
+        let (shape, cout, kernel, stride, padding, dil) = geometry;
+        let [cin, h, w] = shape;
+        let c = Conv2d {
+            weight: uniform(rng, cout * cin * kernel[0] * kernel[1]),
+            bias: Some(uniform(rng, cout)),
+            out_channels: cout,
+            in_channels: cin,
+            kernel,
+            stride,
+            padding,
+            dilation: [dil, 1],
+            groups: 1,
+        };
+        let ho = (h + padding[0] + padding[2] - dil * (kernel[0] - 1) - 1) / stride[0] + 1;
+        let wo = (w + padding[1] + padding[3] - (kernel[1] - 1) - 1) / stride[1] + 1;
+        (c, ConvGeom::new(&shape, &[cout, ho, wo]), cin * h * w, cout * ho * wo)
+    }
+
     /// The register-tiled kernel equals the im2col + sgemm path within `f32` rounding, with
     /// and without bias, sample by sample in a batch of three.
     #[test]
@@ -210,25 +426,11 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(7);
-        for (shape, cout, kernel, stride, padding, dil) in GEOMETRIES {
-            let [cin, h, w] = shape;
-            let mut u = |n: usize| (0..n).map(|_| rng.uniform() as f32 - 0.5).collect::<Vec<f32>>();
-            let c = Conv2d {
-                weight: u(cout * cin * kernel[0] * kernel[1]),
-                bias: Some(u(cout)),
-                out_channels: cout,
-                in_channels: cin,
-                kernel,
-                stride,
-                padding,
-                dilation: [dil, 1],
-                groups: 1,
-            };
-            let ho = (h + padding[0] + padding[2] - dil * (kernel[0] - 1) - 1) / stride[0] + 1;
-            let wo = (w + padding[1] + padding[3] - (kernel[1] - 1) - 1) / stride[1] + 1;
-            let g = ConvGeom::new(&shape, &[cout, ho, wo]);
-            let (in_size, out_size, batch) = (cin * h * w, cout * ho * wo, 3);
-            let x = u(batch * in_size);
+        for geometry in GEOMETRIES {
+            let shape = geometry.0;
+            let (c, g, in_size, out_size) = random_conv(&mut rng, geometry);
+            let batch = 3;
+            let x = uniform(&mut rng, batch * in_size);
             for with_bias in [true, false] {
                 let mut got = alloc::vec![f32::NAN; batch * out_size];
                 assert!(forward_rows(&c, &g, &x, &mut got, batch, with_bias), "{shape:?}: kernel refused");
@@ -244,6 +446,36 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The weight gradient summed over 40 samples (two chunks) equals the im2col path's, added
+    /// to a nonzero gradient.
+    #[test]
+    fn direct_weight_grad_equals_im2col() {
+        if !super::super::simd_available() {
+            std::println!("skipped: no AVX2 + FMA on this processor");
+            return;
+        }
+        let mut rng = Rng::new(8);
+        for geometry in GEOMETRIES {
+            let (c, g, in_size, out_size) = random_conv(&mut rng, geometry);
+            let batch = 40;
+            let x = uniform(&mut rng, batch * in_size);
+            let dy = uniform(&mut rng, batch * out_size);
+            let start = uniform(&mut rng, c.weight.len());
+            let mut got = start.clone();
+            assert!(weight_grad_rows(&c, &g, &x, &dy, batch, &mut got), "{:?}: kernel refused", geometry.0);
+            let mut want = start;
+            let mut scratch = Vec::new();
+            for s in 0..batch {
+                let (xs, ds) = (&x[s * in_size..(s + 1) * in_size], &dy[s * out_size..(s + 1) * out_size]);
+                weight_grad_row(&c, &g, xs, ds, &mut want, &mut scratch);
+            }
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 2e-5 * scale, "{:?} weight {i}: {a} vs {b}", geometry.0);
             }
         }
     }
