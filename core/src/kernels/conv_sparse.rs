@@ -438,7 +438,29 @@ pub(crate) fn backward_sample<T: Float>(
             }
         }
     }
-    for p in (0..g.npos).filter(|_| rows == 1) {
+    if rows == 1 && !flat {
+        // One row, position by position: the patch's runs stay in registers while every
+        // channel of the position adds its weight runs ([`add_runs`]).
+        let mut coef: Vec<T> = Vec::new();
+        let mut w_at: Vec<usize> = Vec::new();
+        let (mut oy, mut ox) = (0, 0);
+        for p in 0..g.npos {
+            let chans = sites.at(p);
+            if !chans.is_empty() {
+                coef.clear();
+                w_at.clear();
+                coef.extend(chans.iter().map(|&ch| dy[ch as usize * g.npos + p]));
+                w_at.extend(chans.iter().map(|&ch| ch as usize * klen));
+                let start = (oy * g.stride[0] * g.wp + ox * g.stride[1]) * g.cin;
+                add_runs(simd, &mut acc[start..], rstride, &coef, &w_at, w_hwc, run, g.kh, run);
+            }
+            ox += 1;
+            if ox == g.wo {
+                (oy, ox) = (oy + 1, 0);
+            }
+        }
+    }
+    for p in (0..g.npos).filter(|_| rows == 1 && flat) {
         let start = g.patch_start(p);
         // One row: [`ROW_BLOCK`] channels at a time, their weights reused while they are
         // in cache; each run of a row's `dxp` is loaded and stored once per block.
@@ -579,7 +601,7 @@ fn accumulate_rows<T: Float>(simd: bool, d: &mut [T], coef: &[T], rows: &[&[T]])
 
 /// [`weight_grad_sample`] with one row: the sites regrouped by channel (cotangent, patch
 /// start; a counting sort over the position-major site list, no scan of `dy`), then each
-/// channel's gradient row accumulated over its sites ([`accumulate_patches`]).
+/// channel's gradient row accumulated over its sites ([`add_runs`]).
 fn one_row_weight_grad<T: Float>(
     g: &SparseGeom,
     sites: &Sites,
@@ -620,28 +642,40 @@ fn one_row_weight_grad<T: Float>(
     for (local, d) in dw_part.chunks_exact_mut(klen).enumerate().take(nch) {
         let (lo, hi) = (bounds[local], bounds[local + 1]);
         if lo < hi {
-            accumulate_patches(simd, g, d, &coef[lo..hi], &at[lo..hi], xp);
+            add_runs(simd, d, g.run(), &coef[lo..hi], &at[lo..hi], xp, g.run_stride(), g.kh, g.run());
         }
     }
 }
 
-/// `d[ki·run + t] += Σ_s coef[s]·xp[at[s] + ki·run_stride + t]`: one channel's weight-gradient
-/// row (`kh·run` values) over the patches starting at `at`.
-fn accumulate_patches<T: Float>(simd: bool, g: &SparseGeom, d: &mut [T], coef: &[T], at: &[usize], xp: &[T]) {
-    let (run, rs) = (g.run(), g.run_stride());
+/// `d[ki·d_stride + t] += Σ_s coef[s]·x[at[s] + ki·x_stride + t]` for `ki < kh`, `t < run`:
+/// `kh` runs of `d` plus a combination of runs of `x`. The one-row weight gradient adds
+/// patches to a channel's gradient row (`d_stride = run`, `x` the padded input); the one-row
+/// backward pass adds weight rows to a patch of the padded input gradient (`x` the weights).
+#[allow(clippy::too_many_arguments)]
+fn add_runs<T: Float>(
+    simd: bool,
+    d: &mut [T],
+    d_stride: usize,
+    coef: &[T],
+    at: &[usize],
+    x: &[T],
+    x_stride: usize,
+    kh: usize,
+    run: usize,
+) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if simd {
-        if let (Some(d), Some(coef), Some(xp)) = (avx2::as_f32_mut(d), avx2::as_f32(coef), avx2::as_f32(xp)) {
+        if let (Some(d), Some(coef), Some(x)) = (avx2::as_f32_mut(d), avx2::as_f32(coef), avx2::as_f32(x)) {
             // SAFETY: `simd` is only set when the processor has AVX2 and FMA.
-            return unsafe { avx2::accumulate_patches(d, coef, at, xp, g.kh, run, rs) };
+            return unsafe { avx2::add_runs(d, d_stride, coef, at, x, x_stride, kh, run) };
         }
     }
     let _ = simd;
-    for ki in 0..g.kh {
-        let dk = &mut d[ki * run..(ki + 1) * run];
+    for ki in 0..kh {
+        let dk = &mut d[ki * d_stride..ki * d_stride + run];
         for (&c, &a) in coef.iter().zip(at) {
-            let xr = &xp[a + ki * rs..a + ki * rs + run];
-            dk.iter_mut().zip(xr).for_each(|(v, &x)| *v += c * x);
+            let xr = &x[a + ki * x_stride..a + ki * x_stride + run];
+            dk.iter_mut().zip(xr).for_each(|(v, &xv)| *v += c * xv);
         }
     }
 }
@@ -764,26 +798,28 @@ mod avx2 {
         }
     }
 
-    /// [`super::accumulate_patches`] for `f32`: each chunk of up to 64 values of the row stays
-    /// in registers while every patch adds to it.
+    /// [`super::add_runs`] for `f32`: each chunk of up to 64 values of a run of `d` stays in
+    /// registers while every term adds to it.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate_patches(
+    pub unsafe fn add_runs(
         d: &mut [f32],
+        d_stride: usize,
         coef: &[f32],
         at: &[usize],
-        xp: &[f32],
+        x: &[f32],
+        x_stride: usize,
         kh: usize,
         run: usize,
-        rs: usize,
     ) {
         assert!(
-            d.len() >= kh * run
-                && coef.len() == at.len()
-                && (kh == 0 || at.iter().all(|&a| a + (kh - 1) * rs + run <= xp.len()))
+            coef.len() == at.len()
+                && (kh == 0 || run == 0 || (kh - 1) * d_stride + run <= d.len())
+                && (kh == 0 || run == 0 || at.iter().all(|&a| a + (kh - 1) * x_stride + run <= x.len()))
         );
         for ki in 0..kh {
-            let dk = d.as_mut_ptr().add(ki * run);
-            let xk = xp.as_ptr().add(ki * rs);
+            let dk = d.as_mut_ptr().add(ki * d_stride);
+            let xk = x.as_ptr().add(ki * x_stride);
             let mut t = 0;
             while t + 64 <= run {
                 patch_chunk::<8>(dk.add(t), coef, at, xk.add(t));
