@@ -21,7 +21,8 @@
 //! ([`SparseGeom::new`]); biases do not enter linear passes. *Narrow* convolutions, whose runs
 //! are shorter than [`MIN_RUN`] values, store the rows of a sample last instead (module
 //! [`narrow`]) and are handled only for samples with several rows ([`SparseGeom::handles`]).
-//! The same channels-last layout also serves a dense `f32` forward kernel (module [`direct`]).
+//! The same channels-last layout also serves dense `f32` forward and weight-gradient kernels
+//! (module [`direct`]).
 
 mod direct;
 mod narrow;

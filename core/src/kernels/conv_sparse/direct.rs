@@ -1,15 +1,22 @@
-//! Dense convolution forward for `f32` with AVX2 + FMA, in the padded channels-last layout of
-//! the sparse kernels: no im2col matrix and no packing.
+//! Dense convolution forward and weight gradient for `f32` with AVX2 + FMA, in the padded
+//! channels-last layout of the sparse kernels: no im2col matrix and no packing.
 //!
-//! Each output tile is up to [`TILE_POSITIONS`] consecutive positions of one output row ×
-//! [`TILE_CHANNELS`] output channels, held in twelve registers while the tile's patches
-//! stream through: per patch value, two weight vectors are loaded and each position's value
-//! is broadcast, so every load feeds one or two multiply-adds (an im2col + sgemm path reads
-//! and repacks the whole column matrix first). The weights are reordered once per call to
-//! `[Cout / 16, kh, kw·Cin, 16]` (output channels rounded up to 16 with zeros).
+//! - [`forward_rows`]: each output tile is up to [`TILE_POSITIONS`] consecutive positions of
+//!   one output row × [`TILE_CHANNELS`] output channels, held in twelve registers while the
+//!   tile's patches stream through: per patch value, two weight vectors are loaded and each
+//!   position's value is broadcast (an im2col + sgemm path writes and repacks the whole column
+//!   matrix first). The weights are reordered once per call to `[Cout / 16, kh, kw·Cin, 16]`
+//!   (output channels rounded up to 16 with zeros).
+//! - [`weight_grad_rows`]: the same tiles with the roles turned: up to six weights × 16
+//!   channels in registers while every position adds its patch values times its cotangents
+//!   (transposed to position-major once per sample).
 //!
-//! Handles what [`SparseGeom::new`] handles (ungrouped, unit horizontal dilation), any number
-//! of input channels; `f64` and processors without AVX2 + FMA use the im2col path.
+//! Both handle what [`SparseGeom::new`] handles (ungrouped, unit horizontal dilation), any
+//! number of input channels, and return `false` otherwise; `f64`, builds without `std` and
+//! processors without AVX2 + FMA use the im2col path.
+
+// Everything below the two entry points serves the x86-64 kernels only.
+#![cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code, unused_imports))]
 
 use alloc::vec::Vec;
 
@@ -73,7 +80,6 @@ pub(crate) fn forward_rows<T: Float>(
 
 /// The weights `[Cout, Cin, kh, kw]` reordered to `[Cout / 16, kh, kw·Cin, 16]`, the output
 /// channels rounded up to a multiple of 16 with zeros.
-#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
 fn tiled_weights(g: &SparseGeom, w: &[f32]) -> Vec<f32> {
     let (run, klen) = (g.kw * g.cin, g.kh * g.kw * g.cin);
     let blocks = g.cout.div_ceil(TILE_CHANNELS);
@@ -94,7 +100,6 @@ fn tiled_weights(g: &SparseGeom, w: &[f32]) -> Vec<f32> {
 
 /// Samples per partial weight gradient in [`weight_grad_rows`]: fixed, so that the summation
 /// order does not depend on the thread count.
-#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
 const CHUNK_SAMPLES: usize = 32;
 
 /// `dw += Σ_s dW(x_s, dy_s)`: the weight gradient of the convolution for `batch` samples
