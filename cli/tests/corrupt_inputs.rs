@@ -42,8 +42,12 @@ fn own_peak_rss() -> u64 {
 /// The longest a run may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Allowed above the trivial run's peak regardless of the input: allocator arenas and thread
-/// stacks vary from run to run.
-const SLACK: u64 = 8 << 20;
+/// stacks vary from run to run, and so does which freed segments mimalloc reuses. Measured
+/// (session 12, `--threads 1`): `residual-cifar.onnx` on its two intact 32×32 images peaks at
+/// 34.7 MiB, with one pixel changed (same shapes, results equal to 3–4 digits) at
+/// 45.0 MiB; with the previous kernels both peaked near 45–47 MiB. A blow-up driven by a
+/// corrupted size is far above this either way.
+const SLACK: u64 = 16 << 20;
 /// Cut points and byte changes per fixture.
 const VARIANTS: usize = 20;
 
