@@ -46,12 +46,7 @@ pub(crate) fn forward_rows<T: Float>(
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
-        if !super::simd_available() {
-            return false;
-        }
-        let Some(geom) = SparseGeom::new(c, g) else { return false };
-        // One row per sample, channels last (the rows-last layout is for several rows).
-        let geom = SparseGeom { rows_last: false, ..geom };
+        let Some(geom) = channels_last_geometry(c, g) else { return false };
         let (Some(x), Some(y), Some(w)) = (as_f32(x), as_f32_mut(y), as_f32(&c.weight)) else { return false };
         let bias = match (&c.bias, with_bias) {
             (Some(b), true) => Some(as_f32(b).expect("same type as the weights")),
@@ -76,6 +71,16 @@ pub(crate) fn forward_rows<T: Float>(
         let _ = (c, g, x, y, rows, with_bias);
         false
     }
+}
+
+/// The geometry the kernels of this module use for `c` on `g` (one row per sample, channels
+/// last: the rows-last layout is for several rows), or `None` when they do not apply (no AVX2 +
+/// FMA, or a geometry [`SparseGeom::new`] refuses).
+fn channels_last_geometry<T>(c: &Conv2d<T>, g: &ConvGeom) -> Option<SparseGeom> {
+    if !super::simd_available() {
+        return None;
+    }
+    SparseGeom::new(c, g).map(|geom| SparseGeom { rows_last: false, ..geom })
 }
 
 /// The weights `[Cout, Cin, kh, kw]` reordered to `[Cout / 16, kh, kw·Cin, 16]`, the output
@@ -119,11 +124,7 @@ pub(crate) fn weight_grad_rows<T: Float>(
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
-        if !super::simd_available() {
-            return false;
-        }
-        let Some(geom) = SparseGeom::new(c, g) else { return false };
-        let geom = SparseGeom { rows_last: false, ..geom };
+        let Some(geom) = channels_last_geometry(c, g) else { return false };
         let (Some(x), Some(dy), Some(dw)) = (as_f32(x), as_f32(dy), as_f32_mut(dw)) else { return false };
         let (in_size, out_size) = (geom.cin * geom.h * geom.w, geom.cout * geom.npos);
         let (run, klen) = (geom.run(), geom.kh * geom.run());
