@@ -176,6 +176,15 @@ impl SparseGeom {
         (oy * self.stride[0] * self.wp + ox * self.stride[1]) * self.cin
     }
 
+    /// [`patch_start`](Self::patch_start) of every position in order, without a division per
+    /// position.
+    fn patch_starts(&self) -> impl Iterator<Item = usize> + '_ {
+        let ho = self.npos.checked_div(self.wo).unwrap_or(0);
+        (0..ho).flat_map(move |oy| {
+            (0..self.wo).map(move |ox| (oy * self.stride[0] * self.wp + ox * self.stride[1]) * self.cin)
+        })
+    }
+
     /// Length a patch spans in the padded image from its start.
     fn patch_span(&self) -> usize {
         (self.kh - 1) * self.run_stride() + self.run()
@@ -444,20 +453,14 @@ pub(crate) fn backward_sample<T: Float>(
         // channel of the position adds its weight runs ([`add_runs`]).
         let mut coef: Vec<T> = Vec::new();
         let mut w_at: Vec<usize> = Vec::new();
-        let (mut oy, mut ox) = (0, 0);
-        for p in 0..g.npos {
+        for (p, start) in g.patch_starts().enumerate() {
             let chans = sites.at(p);
             if !chans.is_empty() {
                 coef.clear();
                 w_at.clear();
                 coef.extend(chans.iter().map(|&ch| dy[ch as usize * g.npos + p]));
                 w_at.extend(chans.iter().map(|&ch| ch as usize * klen));
-                let start = (oy * g.stride[0] * g.wp + ox * g.stride[1]) * g.cin;
                 add_runs(simd, &mut acc[start..], rstride, &coef, &w_at, w_hwc, run, g.kh, run);
-            }
-            ox += 1;
-            if ox == g.wo {
-                (oy, ox) = (oy + 1, 0);
             }
         }
     }
@@ -625,18 +628,12 @@ fn one_row_weight_grad<T: Float>(
     let total = bounds[nch];
     let mut coef = alloc::vec![T::ZERO; total];
     let mut at = alloc::vec![0usize; total];
-    let (mut oy, mut ox) = (0, 0);
-    for p in 0..g.npos {
-        let start = (oy * g.stride[0] * g.wp + ox * g.stride[1]) * g.cin;
+    for (p, start) in g.patch_starts().enumerate() {
         for &c in sites.at_in(p, &channels) {
             let slot = &mut next[c as usize - channels.start];
             coef[*slot] = dy[c as usize * g.npos + p];
             at[*slot] = start;
             *slot += 1;
-        }
-        ox += 1;
-        if ox == g.wo {
-            (oy, ox) = (oy + 1, 0);
         }
     }
     let simd = simd_available();

@@ -398,6 +398,15 @@ mod tests {
         ([4, 9, 8], 33, [3, 3], [3, 3], [1, 1, 1, 1], 3),
     ];
 
+    /// Whether the kernels can run here; prints why the test is skipped when not.
+    fn simd_or_skip() -> bool {
+        let ok = super::super::simd_available();
+        if !ok {
+            std::println!("skipped: no AVX2 + FMA on this processor");
+        }
+        ok
+    }
+
     fn uniform(rng: &mut Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.uniform() as f32 - 0.5).collect()
     }
@@ -427,8 +436,7 @@ mod tests {
     /// and without bias, sample by sample in a batch of three.
     #[test]
     fn direct_forward_equals_im2col() {
-        if !super::super::simd_available() {
-            std::println!("skipped: no AVX2 + FMA on this processor");
+        if !simd_or_skip() {
             return;
         }
         let mut rng = Rng::new(7);
@@ -460,8 +468,7 @@ mod tests {
     /// to a nonzero gradient.
     #[test]
     fn direct_weight_grad_equals_im2col() {
-        if !super::super::simd_available() {
-            std::println!("skipped: no AVX2 + FMA on this processor");
+        if !simd_or_skip() {
             return;
         }
         let mut rng = Rng::new(8);
