@@ -194,11 +194,7 @@ impl<T: Float> Network<T> {
             match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {
                     let primal = &trace.value(first)[s * in_size..(s + 1) * in_size];
-                    for (v, &x) in d.iter_mut().zip(primal) {
-                        if elementwise::derivative(&node.layer, x) == T::ZERO {
-                            *v = 0;
-                        }
-                    }
+                    elementwise::clear_where_flat(&node.layer, primal, &mut d);
                     merge(&mut demand[first], d);
                 }
                 Layer::MaxPool2d(_) => {

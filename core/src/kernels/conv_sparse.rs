@@ -202,17 +202,21 @@ pub(crate) struct Sites {
 impl Sites {
     /// The sites where `demand` (`[channels, npos]`, nonzero = read later) is set.
     pub fn from_demand(demand: &[u8], channels: usize, npos: usize) -> Self {
-        let mut start = Vec::with_capacity(npos + 1);
-        let mut chans = Vec::new();
-        start.push(0);
+        // A counting sort by position of the set entries, read in their channel-major order
+        // (so the channels of a position come out sorted).
+        let demand = &demand[..channels * npos];
+        let mut start = alloc::vec![0u32; npos + 1];
+        for_each_set(demand, |i| start[i % npos + 1] += 1);
         for p in 0..npos {
-            for c in 0..channels {
-                if demand[c * npos + p] != 0 {
-                    chans.push(c as u32);
-                }
-            }
-            start.push(chans.len() as u32);
+            start[p + 1] += start[p];
         }
+        let mut chans = alloc::vec![0u32; start[npos] as usize];
+        let mut next = start.clone();
+        for_each_set(demand, |i| {
+            let (c, p) = (i / npos, i % npos);
+            chans[next[p] as usize] = c as u32;
+            next[p] += 1;
+        });
         Sites { start, chans }
     }
 
@@ -232,6 +236,19 @@ impl Sites {
         let hi = all.partition_point(|&c| (c as usize) < channels.end);
         &all[lo..hi]
     }
+}
+
+/// Calls `f(i)` for every `i` with `flags[i] != 0`, in order, skipping zero bytes eight at a
+/// time.
+fn for_each_set(flags: &[u8], mut f: impl FnMut(usize)) {
+    let mut chunks = flags.chunks_exact(8);
+    for (k, c) in chunks.by_ref().enumerate() {
+        if u64::from_ne_bytes(c.try_into().expect("eight bytes")) != 0 {
+            c.iter().enumerate().filter(|(_, &v)| v != 0).for_each(|(j, _)| f(k * 8 + j));
+        }
+    }
+    let base = flags.len() - chunks.remainder().len();
+    chunks.remainder().iter().enumerate().filter(|(_, &v)| v != 0).for_each(|(j, _)| f(base + j));
 }
 
 /// Copies `x` (`[Cin, H, W]`) into the padded channels-last image `xp` (zero padding).
@@ -903,6 +920,36 @@ mod avx2 {
         for t in full..n {
             for j in 0..N {
                 *dp.add(t) += coef[j] * *p[j].add(t);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::Sites;
+    use crate::train::Rng;
+
+    /// The sites of a random demand pattern (lengths that are not whole words of eight flags,
+    /// densities from empty to full) equal the definition: for each position in order, the
+    /// channels whose flag is set, ascending.
+    #[test]
+    fn sites_from_demand_match_a_position_major_scan() {
+        let mut rng = Rng::new(21);
+        for (channels, npos) in [(1, 1), (3, 7), (5, 13), (64, 196), (17, 9)] {
+            for density in [0.0, 0.1, 0.5, 1.0] {
+                let demand: Vec<u8> = (0..channels * npos).map(|_| u8::from(rng.uniform() < density) * 3).collect();
+                let sites = Sites::from_demand(&demand, channels, npos);
+                let mut total = 0;
+                for p in 0..npos {
+                    let expected: Vec<u32> =
+                        (0..channels).filter(|&c| demand[c * npos + p] != 0).map(|c| c as u32).collect();
+                    assert_eq!(sites.at(p), expected.as_slice(), "position {p} of {channels}×{npos}");
+                    total += expected.len();
+                }
+                assert_eq!(sites.len(), total);
             }
         }
     }

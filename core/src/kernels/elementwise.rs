@@ -31,6 +31,20 @@ pub(crate) fn value<T: Float>(layer: &Layer<T>, x: T) -> T {
     }
 }
 
+/// Clears the flags `d[i]` where the activation's derivative at `primal[i]` is zero
+/// (branch-free for ReLU, whose derivative is zero exactly where `x ≤ 0`).
+pub(crate) fn clear_where_flat<T: Float>(layer: &Layer<T>, primal: &[T], d: &mut [u8]) {
+    if let Layer::Relu = layer {
+        d.iter_mut().zip(primal).for_each(|(v, &x)| *v &= u8::from(x > T::ZERO));
+        return;
+    }
+    for (v, &x) in d.iter_mut().zip(primal) {
+        if *v != 0 && derivative(layer, x) == T::ZERO {
+            *v = 0;
+        }
+    }
+}
+
 /// The activation's derivative at `x` (ReLU and Clip: 0 at the kinks, as PyTorch).
 #[inline]
 pub(crate) fn derivative<T: Float>(layer: &Layer<T>, x: T) -> T {
