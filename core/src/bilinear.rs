@@ -63,7 +63,8 @@ impl<T: Float> Network<T> {
     }
 
     /// [`bilinear_grads`](Self::bilinear_grads), with the sparse convolutions of
-    /// [`Network::sparse_convs`] or (`sparse = false`) every convolution dense.
+    /// [`Network::sparse_convs`] and fused pooled blocks, or (`sparse = false`) every layer on
+    /// its own and every convolution dense (the reference the fast paths are tested against).
     pub(crate) fn bilinear_grads_with(
         &self,
         trace: &Trace<T>,
@@ -71,20 +72,23 @@ impl<T: Float> Network<T> {
         rows: usize,
         sparse: bool,
     ) -> Result<BilinearGrads<T>> {
-        let convs =
-            if sparse { self.sparse_convs(trace, rows) } else { (0..self.nodes().len()).map(|_| None).collect() };
-        self.bilinear_grads_given(trace, v, rows, &convs)
+        if sparse {
+            self.bilinear_grads_given(trace, v, rows, Some(&self.sparse_convs(trace, rows)))
+        } else {
+            self.bilinear_grads_given(trace, v, rows, None)
+        }
     }
 
     /// [`bilinear_grads`](Self::bilinear_grads) with the sparse convolutions `sparse` made
     /// for `trace` by [`Network::sparse_convs`] (so one demand analysis serves several passes
-    /// over the same trace); `None` entries are computed dense.
+    /// over the same trace); `None` entries are computed dense. With `sparse = None`, every
+    /// layer on its own ([`Network::reverse`]).
     pub(crate) fn bilinear_grads_given(
         &self,
         trace: &Trace<T>,
         v: &[T],
         rows: usize,
-        sparse: &SparseConvs<'_, T>,
+        sparse: Option<&SparseConvs<'_, T>>,
     ) -> Result<BilinearGrads<T>> {
         self.check_piecewise_linear()?;
         let (batch, k, d) = (trace.batch(), self.num_classes(), self.input_len());
@@ -106,7 +110,8 @@ impl<T: Float> Network<T> {
                 self.bilinear_piece(trace, vs, rows, &mut out, start, sparse)?;
             } else {
                 let part = trace.samples(start, end);
-                self.bilinear_piece(&part, vs, rows, &mut out, start, &sparse_samples(sparse, start, end))?;
+                let part_sparse = sparse.map(|s| sparse_samples(s, start, end));
+                self.bilinear_piece(&part, vs, rows, &mut out, start, part_sparse.as_ref())?;
             }
         }
         Ok(out)
@@ -119,12 +124,12 @@ impl<T: Float> Network<T> {
         rows: usize,
         out: &mut BilinearGrads<T>,
         start: usize,
-        sparse: &SparseConvs<'_, T>,
+        sparse: Option<&SparseConvs<'_, T>>,
     ) -> Result<()> {
         let n = trace.batch();
         let (k, d) = (self.num_classes(), self.input_len());
         let mut cot: Vec<Option<Recorded<T>>> = alloc::vec![None; self.nodes().len()];
-        let u = self.reverse(trace, v, rows, None, Some(&mut cot), Some(sparse), true)?;
+        let u = self.reverse(trace, v, rows, None, Some(&mut cot), sparse, true)?;
         let nodes = self.nodes();
         let grads = &mut out.grads;
         let ju = self.tangent_walk(
@@ -136,7 +141,7 @@ impl<T: Float> Network<T> {
                 let node = &nodes[id];
                 let in_shape = nodes[node.inputs[0]].shape.as_slice();
                 let in_size = in_shape.iter().product();
-                match (sparse_for(Some(sparse), id, rows), grads.nodes[id].as_mut(), rec) {
+                match (sparse_for(sparse, id, rows), grads.nodes[id].as_mut(), rec) {
                     // A parameter node whose gradient nobody asked for.
                     (_, None, _) => {}
                     (
@@ -148,13 +153,15 @@ impl<T: Float> Network<T> {
                         let pc = PooledCot::new(self, trace, &block);
                         sc.add_weight_grads(in_size, node.size(), t_in, CotRows::Pooled(&pc, &dp), rows, weight)
                     }
-                    (_, _, Recorded::Pooled(..)) => {
-                        unreachable!("the reverse pass pools only convolutions computed sparsely for these rows")
+                    (None, Some(LayerGrads::Conv2d { weight, .. }), Recorded::Pooled(dp, block)) => {
+                        let pc = PooledCot::new(self, trace, &block);
+                        self.dense_pooled_weight_grad(&block, &pc, t_in, &dp, rows, weight)
                     }
+                    (_, _, Recorded::Pooled(..)) => unreachable!("the reverse pass pools convolutions only"),
                     (_, acc, Recorded::Full(dy)) => param_grads(node, in_shape, t_in, &dy, n * rows, 1, acc, false),
                 }
             },
-            Some(sparse),
+            sparse,
         )?;
         out.vjp[start * rows * d..(start + n) * rows * d].copy_from_slice(&u);
         out.jvp[start * rows * k..(start + n) * rows * k].copy_from_slice(&ju);
@@ -176,7 +183,8 @@ mod tests {
     }
 
     /// The sparse convolution path equals the dense one (vjp, jvp, every parameter gradient)
-    /// on a network where the demand is sparse, with dropout masks in the way: within `tol`
+    /// on a network where the demand is sparse (at least one layer of each kind in
+    /// `expect_sparse` computed sparsely), with dropout masks in the way: within `tol`
     /// relative to each result's largest entry. Twice: with a mask after every activation,
     /// and with none after the activations read by a max pool (so the tangent pass computes
     /// conv → activation → pool blocks sample by sample, see `pooled.rs`).
@@ -186,10 +194,10 @@ mod tests {
         rows: usize,
         seed: u64,
         tol: f64,
-        expect_sparse_dense: bool,
+        expect_sparse: &[&str],
     ) {
         for mask_all in [true, false] {
-            sparse_equals_dense_with(net, batch, rows, seed, tol, expect_sparse_dense, mask_all);
+            sparse_equals_dense_with(net, batch, rows, seed, tol, expect_sparse, mask_all);
         }
     }
 
@@ -199,7 +207,7 @@ mod tests {
         rows: usize,
         seed: u64,
         tol: f64,
-        expect_sparse_dense: bool,
+        expect_sparse: &[&str],
         mask_all: bool,
     ) {
         let mut rng = Rng::new(seed);
@@ -220,9 +228,9 @@ mod tests {
             .collect();
         let trace = net.trace_with_masks(&x, batch, masks).unwrap();
         let sparse = net.sparse_convs(&trace, rows);
-        for kind in ["Conv2d", "Dense"] {
-            let found = sparse.iter().zip(net.nodes()).any(|(s, n)| s.is_some() && n.layer.kind() == kind);
-            assert!(found || kind == "Dense" && !expect_sparse_dense, "no sparse {kind} layer in the test network");
+        for kind in expect_sparse {
+            let found = sparse.iter().zip(net.nodes()).any(|(s, n)| s.is_some() && n.layer.kind() == *kind);
+            assert!(found, "no sparse {kind} layer in the test network");
         }
         let k = net.num_classes();
         let v: Vec<T> = (0..batch * rows * k).map(|_| T::from_f64(rng.normal())).collect();
@@ -250,26 +258,37 @@ mod tests {
         }
     }
 
+    const BOTH: &[&str] = &["Conv2d", "Dense"];
+    const CONV: &[&str] = &["Conv2d"];
+
     #[test]
     fn sparse_convolutions_equal_dense_on_the_paper_network() {
         let net: Network<f64> = Arch::PaperMnist.build(None, &mut Rng::new(1)).unwrap();
-        sparse_equals_dense(&net, 3, 10, 2, 1e-12, true);
-        // One row per sample (the one-projection penalty): the channel-blocked kernels.
-        sparse_equals_dense(&net.cast::<f32>(), 4, 1, 5, 1e-4, true);
+        sparse_equals_dense(&net, 3, 10, 2, 1e-12, BOTH);
+        // One row per sample (the one-projection penalty): the channel-blocked kernels, and
+        // the first convolution dense in its pooled block (portable kernels in f64, the
+        // direct ones in f32).
+        sparse_equals_dense(&net, 2, 1, 6, 1e-12, BOTH);
+        sparse_equals_dense(&net.cast::<f32>(), 4, 1, 5, 1e-4, BOTH);
         // f32 runs the AVX2 inner loops where the processor has them.
-        sparse_equals_dense(&net.cast::<f32>(), 5, 10, 2, 1e-4, true);
+        sparse_equals_dense(&net.cast::<f32>(), 5, 10, 2, 1e-4, BOTH);
     }
 
     #[test]
     fn sparse_convolutions_equal_dense_on_a_small_cnn() {
         let net: Network<f64> = Arch::ConvSmall.build(Some(&[3, 12, 12]), &mut Rng::new(3)).unwrap();
-        sparse_equals_dense(&net, 2, 3, 4, 1e-12, true);
-        sparse_equals_dense(&net.cast::<f32>(), 3, 7, 4, 1e-4, true);
+        sparse_equals_dense(&net, 2, 3, 4, 1e-12, BOTH);
+        sparse_equals_dense(&net.cast::<f32>(), 3, 7, 4, 1e-4, BOTH);
     }
 
     /// conv(`cin` → 6 channels, 3×4 kernel, stride 2×1, uneven padding, vertical dilation 2)
     /// → ReLU → 2×2 max pool → dense, random weights.
     fn odd_geometry(cin: usize, seed: u64) -> Network<f64> {
+        odd_geometry_dilated(cin, seed, [2, 1])
+    }
+
+    /// [`odd_geometry`] with the convolution's `dilation`.
+    fn odd_geometry_dilated(cin: usize, seed: u64, dilation: [usize; 2]) -> Network<f64> {
         use crate::{Conv2d, Dense, Pool2d};
         let mut rng = Rng::new(seed);
         let mut u = |n: usize| (0..n).map(|_| rng.uniform() - 0.5).collect::<Vec<f64>>();
@@ -282,7 +301,7 @@ mod tests {
             kernel: [3, 4],
             stride: [2, 1],
             padding: [1, 2, 0, 1],
-            dilation: [2, 1],
+            dilation,
             groups: 1,
         };
         net.then("conv", Layer::Conv2d(conv)).unwrap();
@@ -302,10 +321,10 @@ mod tests {
     #[test]
     fn sparse_convolutions_equal_dense_on_odd_geometry() {
         let net = odd_geometry(5, 7);
-        sparse_equals_dense(&net, 3, 5, 8, 1e-12, false);
-        sparse_equals_dense(&net, 3, 1, 9, 1e-12, false);
-        sparse_equals_dense(&net.cast::<f32>(), 2, 1, 9, 1e-4, false);
-        sparse_equals_dense(&net.cast::<f32>(), 3, 6, 8, 1e-4, false);
+        sparse_equals_dense(&net, 3, 5, 8, 1e-12, CONV);
+        sparse_equals_dense(&net, 3, 1, 9, 1e-12, CONV);
+        sparse_equals_dense(&net.cast::<f32>(), 2, 1, 9, 1e-4, CONV);
+        sparse_equals_dense(&net.cast::<f32>(), 3, 6, 8, 1e-4, CONV);
     }
 
     /// 64 input channels (runs of 256 values: every chunk width of the one-row weight-gradient
@@ -313,19 +332,33 @@ mod tests {
     #[test]
     fn sparse_convolutions_equal_dense_with_wide_inputs_and_chunks() {
         let net = odd_geometry(64, 13);
-        sparse_equals_dense(&net, 40, 1, 14, 1e-12, false);
-        sparse_equals_dense(&net, 35, 2, 15, 1e-12, false);
-        sparse_equals_dense(&net.cast::<f32>(), 40, 1, 16, 1e-4, false);
+        sparse_equals_dense(&net, 40, 1, 14, 1e-12, CONV);
+        sparse_equals_dense(&net, 35, 2, 15, 1e-12, CONV);
+        sparse_equals_dense(&net.cast::<f32>(), 40, 1, 16, 1e-4, CONV);
+    }
+
+    /// A horizontally dilated convolution, which the sparse kernels do not take: its pooled
+    /// block runs dense for any number of rows (portable kernels in f64; the direct ones in
+    /// f32 do not take it either). Batches of 40 rows: each worker reuses its buffers.
+    #[test]
+    fn dense_pooled_blocks_equal_layer_by_layer() {
+        let net = odd_geometry_dilated(3, 17, [2, 2]);
+        for (batch, rows) in [(40, 1), (14, 3)] {
+            sparse_equals_dense(&net, batch, rows, 40 + rows as u64, 1e-12, &[]);
+            sparse_equals_dense(&net.cast::<f32>(), batch, rows, 50 + rows as u64, 1e-4, &[]);
+        }
     }
 
     /// A narrow convolution (runs of 8 values: the rows-last kernels) on the same geometry,
-    /// with row counts below, at and across whole blocks of lanes; one row runs dense.
+    /// with row counts below, at and across whole blocks of lanes; one row runs dense (in a
+    /// pooled block taken sample by sample).
     #[test]
     fn narrow_sparse_convolutions_equal_dense() {
         let net = odd_geometry(2, 11);
-        for rows in [2, 3, 8, 9, 17] {
-            sparse_equals_dense(&net, 3, rows, 12 + rows as u64, 1e-12, false);
-            sparse_equals_dense(&net.cast::<f32>(), 2, rows, 30 + rows as u64, 1e-4, false);
+        for rows in [1, 2, 3, 8, 9, 17] {
+            let expect = if rows == 1 { &[][..] } else { CONV };
+            sparse_equals_dense(&net, 3, rows, 12 + rows as u64, 1e-12, expect);
+            sparse_equals_dense(&net.cast::<f32>(), 2, rows, 30 + rows as u64, 1e-4, expect);
         }
         // With one row per sample the narrow convolution is not analysed at all.
         let x: Vec<f64> = (0..2 * net.input_len()).map(|i| (i % 7) as f64 / 7.0).collect();

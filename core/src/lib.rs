@@ -41,6 +41,7 @@ mod network;
 mod parallel;
 mod params;
 mod pooled;
+mod pooled_dense;
 mod reverse;
 mod scalar;
 mod tangent;

@@ -230,4 +230,28 @@ impl<T: Float> Network<T> {
         let block = self.pooled_block(conv, consumers, trace)?;
         (block.act == act && block.pool == pool).then_some((block, sc))
     }
+
+    /// The pooled block whose pool is node `pool` when its convolution has no sparse form for
+    /// `rows` rows in `sparse` (given: the fused passes are on), for the dense form of the
+    /// block ([`crate::pooled_dense`]).
+    pub(crate) fn dense_pooled_block_ending(
+        &self,
+        pool: usize,
+        consumers: &[usize],
+        trace: &Trace<T>,
+        sparse: Option<&SparseConvs<'_, T>>,
+        rows: usize,
+    ) -> Option<PooledBlock> {
+        let nodes = self.nodes();
+        if sparse.is_none() || !matches!(nodes[pool].layer, Layer::MaxPool2d(_)) {
+            return None;
+        }
+        let act = nodes[pool].inputs[0];
+        let conv = *nodes[act].inputs.first()?;
+        if sparse_for(sparse, conv, rows).is_some() {
+            return None;
+        }
+        let block = self.pooled_block(conv, consumers, trace)?;
+        (block.act == act && block.pool == pool).then_some(block)
+    }
 }

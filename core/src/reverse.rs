@@ -46,7 +46,9 @@ impl<T: Float> Network<T> {
     /// gradients are accumulated into `params` when it is given, and the cotangents reaching
     /// the outputs of nodes with trainable parameters are kept in `record[id]` when it is given.
     /// Convolutions listed in `sparse` (see [`Network::sparse_convs`]) propagate from their
-    /// demanded sites only: exact, since the cotangents vanish at every other site.
+    /// demanded sites only: exact, since the cotangents vanish at every other site. With
+    /// `sparse` given, pooled blocks are taken sample by sample (see [`crate::pooled`]); with
+    /// `None`, every layer on its own.
     /// With `input_grad = false` the cotangents of the network input are not computed and the
     /// returned vector is empty (a backward pass for parameter gradients only).
     #[allow(clippy::too_many_arguments)]
@@ -112,6 +114,29 @@ impl<T: Float> Network<T> {
                             pc.scatter(s, dp, rows, 0..cout, expanded, true);
                         },
                     );
+                    accumulate(&mut grads[below], dx);
+                }
+                if let Some(rec) = record.as_deref_mut() {
+                    rec[conv] = Some(Recorded::Pooled(dy, block));
+                }
+                continue;
+            }
+            if let Some(block) = self.dense_pooled_block_ending(id, &consumers, trace, sparse, rows) {
+                // The same block with a dense convolution, sample by sample.
+                let pc = PooledCot::new(self, trace, &block);
+                let conv = nodes[block.act].inputs[0];
+                let below = nodes[conv].inputs[0];
+                if let Some(LayerGrads::Conv2d { weight, bias }) =
+                    params.as_deref_mut().and_then(|p| p.nodes[conv].as_mut())
+                {
+                    let dps = sum_over_rows(&dy, batch, rows, out_size);
+                    self.dense_pooled_weight_grad(&block, &pc, trace.value(below), &dps, 1, weight);
+                    if let Some(db) = bias {
+                        pc.add_bias_grads(&dps, db);
+                    }
+                }
+                if input_grad || below != 0 {
+                    let dx = self.dense_pooled_backward(&block, &pc, &dy, rows);
                     accumulate(&mut grads[below], dx);
                 }
                 if let Some(rec) = record.as_deref_mut() {

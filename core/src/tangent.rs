@@ -59,7 +59,8 @@ impl<T: Float> Network<T> {
     /// trainable parameters, the tangents `t` (`[batch, rows, in]`) arriving at its input.
     /// Convolutions listed in `sparse` (see [`Network::sparse_convs`]) are computed at their
     /// demanded sites only (zero elsewhere), which leaves every value the rest of the walk
-    /// reads unchanged.
+    /// reads unchanged. With `sparse` given, pooled blocks (see [`crate::pooled`]) are taken
+    /// sample by sample, their convolution sparse or dense; with `None`, every layer on its own.
     pub(crate) fn tangent_walk(
         &self,
         trace: &Trace<T>,
@@ -91,17 +92,26 @@ impl<T: Float> Network<T> {
             if node.layer.has_params() {
                 visit(id, &t[node.inputs[0]]);
             }
-            if let Some(sc) = sparse_for(sparse, id, rows) {
-                if let Some(block) = self.pooled_block(id, &consumers, trace) {
-                    let mut out = self.pooled_tangent(trace, sc, &block, &t[node.inputs[0]], rows);
-                    if let Some(mask) = trace.mask(block.pool) {
-                        apply_mask(&mut out, mask, rows, nodes[block.pool].size());
-                    }
-                    t[block.pool] = out;
-                    done[block.act] = true;
-                    done[block.pool] = true;
-                    continue;
+            // A pooled block, its convolution sparse or (when the fused passes are on at all)
+            // dense.
+            let tin = &t[node.inputs[0]];
+            let pooled = match sparse_for(sparse, id, rows) {
+                Some(sc) => {
+                    self.pooled_block(id, &consumers, trace).map(|b| (b, self.pooled_tangent(trace, sc, &b, tin, rows)))
                 }
+                None if sparse.is_some() => self
+                    .pooled_block(id, &consumers, trace)
+                    .map(|b| (b, self.dense_pooled_tangent(trace, &b, tin, rows))),
+                None => None,
+            };
+            if let Some((block, mut out)) = pooled {
+                if let Some(mask) = trace.mask(block.pool) {
+                    apply_mask(&mut out, mask, rows, nodes[block.pool].size());
+                }
+                t[block.pool] = out;
+                done[block.act] = true;
+                done[block.pool] = true;
+                continue;
             }
             let out = match &node.layer {
                 Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh | Layer::Clip { .. } => {

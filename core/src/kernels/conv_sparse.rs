@@ -27,7 +27,10 @@
 mod direct;
 mod narrow;
 
-pub(crate) use direct::{forward_rows as dense_forward_rows, weight_grad_rows as dense_weight_grad_rows};
+pub(crate) use direct::{
+    forward_rows as dense_forward_rows, weight_grad_from as dense_weight_grad_from,
+    weight_grad_rows as dense_weight_grad_rows, CotSource, DirectConv,
+};
 
 use alloc::vec::Vec;
 

@@ -341,7 +341,7 @@ impl Objective {
             let bl = match self.target {
                 // The demand analysis of the whole trace, restricted to this piece.
                 PenaltyTarget::Logits => {
-                    target_net.bilinear_grads_given(part, &v, rows, &sparse_samples(sparse, start, end))?
+                    target_net.bilinear_grads_given(part, &v, rows, Some(&sparse_samples(sparse, start, end)))?
                 }
                 PenaltyTarget::Node(_) => target_net.bilinear_grads(part, &v, rows)?,
             };
@@ -378,7 +378,7 @@ impl Objective {
         };
         let c: Vec<T> = logit_cot[..m * k].iter().map(|&v| T::from_f64(v)).collect();
         // u_i = J_iᵀ c_i = ∇_x CE_i;  ‖u_i‖² = c_iᵀ J_i u_i.
-        let bl = net.bilinear_grads_given(t, &c, 1, &sparse_samples(sparse, 0, m))?;
+        let bl = net.bilinear_grads_given(t, &c, 1, Some(&sparse_samples(sparse, 0, m)))?;
         let mf = m as f64;
         let total: f64 = bl.vjp.iter().map(|x| x.to_f64() * x.to_f64()).sum();
         let sq = total / mf;

@@ -11,7 +11,10 @@
 //!   channels in registers while every position adds its patch values times its cotangents
 //!   (transposed to position-major once per sample).
 //!
-//! Both handle what [`SparseGeom::new`] handles (ungrouped, unit horizontal dilation), any
+//! - [`DirectConv`]: the forward kernel one sample at a time, for callers that consume each
+//!   sample's output while it is in cache (the pooled blocks of a tangent pass).
+//!
+//! All handle what [`SparseGeom::new`] handles (ungrouped, unit horizontal dilation), any
 //! number of input channels, and return `false` otherwise; `f64`, builds without `std` and
 //! processors without AVX2 + FMA use the im2col path.
 
@@ -56,13 +59,9 @@ pub(crate) fn forward_rows<T: Float>(
         if x.len() != rows * in_size || y.len() != rows * out_size {
             return false;
         }
-        let wt = tiled_weights(&geom, w);
-        let plen = geom.padded_len();
+        let direct = DirectConv { wt: tiled_weights(&geom, w), geom };
         for_rows(y, out_size, Vec::new, |xp: &mut Vec<f32>, r, yr| {
-            xp.resize(plen, 0.0);
-            to_padded(&geom, &x[r * in_size..(r + 1) * in_size], xp);
-            // SAFETY: `simd_available` checked AVX2 and FMA above.
-            unsafe { avx2::forward_sample(&geom, &wt, xp, bias, yr) }
+            direct.forward_f32(&x[r * in_size..(r + 1) * in_size], xp, bias, yr)
         });
         true
     }
@@ -71,6 +70,66 @@ pub(crate) fn forward_rows<T: Float>(
         let _ = (c, g, x, y, rows, with_bias);
         false
     }
+}
+
+/// A convolution's direct forward kernel for one sample at a time, its weights tiled once.
+pub(crate) struct DirectConv {
+    geom: SparseGeom,
+    wt: Vec<f32>,
+}
+
+impl DirectConv {
+    /// The kernel for `c` on `g`, or `None` where [`forward_rows`] would return `false`.
+    pub fn new<T: Float>(c: &Conv2d<T>, g: &ConvGeom) -> Option<Self> {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            let geom = channels_last_geometry(c, g)?;
+            let w = crate::kernels::tiles::avx2::as_f32(&c.weight)?;
+            Some(DirectConv { wt: tiled_weights(&geom, w), geom })
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            let _ = (c, g);
+            None
+        }
+    }
+
+    /// `y = conv(x)` without the bias for one sample (`x`: `[Cin, H, W]`, `y`: `[Cout, Ho,
+    /// Wo]`, both of the `T` the kernel was made for); `xp` is scratch.
+    pub fn forward_sample<T: Float>(&self, x: &[T], xp: &mut Vec<f32>, y: &mut [T]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
+            let (Some(x), Some(y)) = (as_f32(x), as_f32_mut(y)) else {
+                unreachable!("a DirectConv exists for f32 convolutions only")
+            };
+            self.forward_f32(x, xp, None, y)
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            let _ = (x, xp, y);
+            unreachable!("DirectConv::new returns None on this target")
+        }
+    }
+
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    fn forward_f32(&self, x: &[f32], xp: &mut Vec<f32>, bias: Option<&[f32]>, y: &mut [f32]) {
+        let g = &self.geom;
+        assert!(x.len() == g.cin * g.h * g.w && y.len() == g.cout * g.npos, "one sample in, one out");
+        xp.resize(g.padded_len(), 0.0);
+        to_padded(g, x, xp);
+        // SAFETY: `channels_last_geometry` checked AVX2 and FMA when `self` was made.
+        unsafe { avx2::forward_sample(g, &self.wt, xp, bias, y) }
+    }
+}
+
+/// Where a weight gradient reads each sample's output cotangents (`[Cout, Ho, Wo]`).
+#[derive(Clone, Copy)]
+pub(crate) enum CotSource<'a, T> {
+    /// Stored: `[batch, Cout, Ho, Wo]`.
+    Rows(&'a [T]),
+    /// Written on demand: `f(s, buf)` overwrites `buf` with sample `s`'s cotangents.
+    Expand(&'a (dyn Fn(usize, &mut [T]) + Sync)),
 }
 
 /// The geometry the kernels of this module use for `c` on `g` (one row per sample, channels
@@ -121,15 +180,27 @@ pub(crate) fn weight_grad_rows<T: Float>(
     batch: usize,
     dw: &mut [T],
 ) -> bool {
+    dy.len() == batch * c.out_channels * g.ho * g.wo && weight_grad_from(c, g, x, CotSource::Rows(dy), batch, dw)
+}
+
+/// [`weight_grad_rows`] with the cotangents from `cot`.
+pub(crate) fn weight_grad_from<T: Float>(
+    c: &Conv2d<T>,
+    g: &ConvGeom,
+    x: &[T],
+    cot: CotSource<'_, T>,
+    batch: usize,
+    dw: &mut [T],
+) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
         let Some(geom) = channels_last_geometry(c, g) else { return false };
-        let (Some(x), Some(dy), Some(dw)) = (as_f32(x), as_f32(dy), as_f32_mut(dw)) else { return false };
+        let (Some(x), Some(dw)) = (as_f32(x), as_f32_mut(dw)) else { return false };
         let (in_size, out_size) = (geom.cin * geom.h * geom.w, geom.cout * geom.npos);
         let (run, klen) = (geom.run(), geom.kh * geom.run());
         let c16 = geom.cout.div_ceil(TILE_CHANNELS) * TILE_CHANNELS;
-        if x.len() != batch * in_size || dy.len() != batch * out_size || dw.len() != geom.cout * klen {
+        if x.len() != batch * in_size || dw.len() != geom.cout * klen {
             return false;
         }
         // Offsets of the patch values from a patch's start, and the patches' starts.
@@ -141,14 +212,22 @@ pub(crate) fn weight_grad_rows<T: Float>(
         for_rows(
             &mut partials,
             klen * c16,
-            || (Vec::new(), Vec::new()),
-            |(xp, dyt): &mut (Vec<f32>, Vec<f32>), chunk, part| {
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(xp, dyt, expanded): &mut (Vec<f32>, Vec<f32>, Vec<T>), chunk, part| {
                 for s in chunk * CHUNK_SAMPLES..((chunk + 1) * CHUNK_SAMPLES).min(batch) {
                     xp.resize(plen, 0.0);
                     to_padded(&geom, &x[s * in_size..(s + 1) * in_size], xp);
                     // The cotangents position-major, channels padded to whole tiles with zeros.
                     dyt.resize(geom.npos * c16, 0.0);
-                    let ds = &dy[s * out_size..(s + 1) * out_size];
+                    let ds = match cot {
+                        CotSource::Rows(dy) => &dy[s * out_size..(s + 1) * out_size],
+                        CotSource::Expand(f) => {
+                            expanded.resize(out_size, T::ZERO);
+                            f(s, expanded);
+                            &expanded[..]
+                        }
+                    };
+                    let ds = as_f32(ds).expect("the same type as the inputs");
                     // SAFETY: `simd_available` checked AVX2 and FMA above.
                     unsafe {
                         avx2::transpose(ds, geom.cout, geom.npos, dyt, c16);
@@ -171,7 +250,7 @@ pub(crate) fn weight_grad_rows<T: Float>(
     }
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     {
-        let _ = (c, g, x, dy, batch, dw);
+        let _ = (c, g, x, cot, batch, dw);
         false
     }
 }
