@@ -153,6 +153,10 @@ impl<T: Float> Network<T> {
                     out
                 }
                 Layer::Input => unreachable!("node 0 is the only input"),
+                // The same values: moved when this node is their only reader.
+                Layer::Reshape { .. } | Layer::Identity if node.inputs[0] != 0 && consumers[node.inputs[0]] == 1 => {
+                    core::mem::take(&mut t[node.inputs[0]])
+                }
                 Layer::Conv2d(_) | Layer::Dense(_) if sparse_for(sparse, id, rows).is_some() => {
                     let sc = sparse_for(sparse, id, rows).expect("checked by the guard");
                     let tin = &t[node.inputs[0]];
