@@ -1,5 +1,6 @@
 //! The forward pass: values of every node for a batch.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
@@ -17,80 +18,89 @@ const SMALL_BATCH: usize = 4;
 const GEMV_CHUNK: usize = 64;
 
 /// The values of every node for one batch, kept for the reverse and tangent passes.
+///
+/// The buffers are shared: [`samples`](Self::samples) and [`prefix`](Self::prefix) make views
+/// of the same values, masks and winners without copying them.
 #[derive(Clone, Debug)]
 pub struct Trace<T> {
+    /// Samples in this trace.
     batch: usize,
-    /// `values[id]` is `[batch, node size]`, empty for nodes that do not reach the output.
+    /// Where this trace's samples start in the shared buffers.
+    first: usize,
+    /// Samples in the shared buffers.
+    stored: usize,
+    /// Nodes `0..nodes` are visible.
+    nodes: usize,
+    buffers: Arc<Buffers<T>>,
+}
+
+#[derive(Debug)]
+struct Buffers<T> {
+    /// `values[id]` is `[stored, node size]`, empty for nodes that do not reach the output.
     values: Vec<Vec<T>>,
     /// Training-time dropout: `masks[id]`, when present, multiplies node `id`'s output
-    /// elementwise (`[batch, node size]`, entries 0 or `1/(1−p)`); empty when no dropout ran.
+    /// elementwise (`[stored, node size]`, entries 0 or `1/(1−p)`); empty when no dropout ran.
     masks: Vec<Option<Vec<T>>>,
     /// `winners[id]`, for a max-pooling node: the flat input index that wins each window,
-    /// `[batch, node size]` (found once here; every linear pass at this trace reuses it).
+    /// `[stored, node size]` (found once here; every linear pass at this trace reuses it).
     winners: Vec<Option<Vec<usize>>>,
 }
 
 impl<T: Float> Trace<T> {
+    fn new(batch: usize, values: Vec<Vec<T>>, masks: Vec<Option<Vec<T>>>, winners: Vec<Option<Vec<usize>>>) -> Self {
+        let nodes = values.len();
+        Trace { batch, first: 0, stored: batch, nodes, buffers: Arc::new(Buffers { values, masks, winners }) }
+    }
+
+    /// This trace's samples of a shared `[stored, size]` buffer (an empty one stays empty).
+    fn rows_of<'a, U>(&self, v: &'a [U]) -> &'a [U] {
+        match v.len().checked_div(self.stored) {
+            Some(per) if per > 0 => &v[self.first * per..(self.first + self.batch) * per],
+            _ => &v[..0],
+        }
+    }
+
     /// Samples in the batch.
     pub fn batch(&self) -> usize {
         self.batch
     }
     /// The values of node `id`, `[batch, size]`.
     pub fn value(&self, id: usize) -> &[T] {
-        &self.values[id]
+        assert!(id < self.nodes, "node {id} is not in this trace of {} nodes", self.nodes);
+        self.rows_of(&self.buffers.values[id])
     }
     /// The logits, `[batch, K]`.
     pub fn logits(&self) -> &[T] {
-        &self.values[self.values.len() - 1]
+        self.value(self.nodes - 1)
     }
     /// The input batch, `[batch, D]`.
     pub fn input(&self) -> &[T] {
-        &self.values[0]
+        self.value(0)
     }
 
     /// The dropout mask applied to node `id`'s output, `[batch, size]`, if dropout ran there.
     pub fn mask(&self, id: usize) -> Option<&[T]> {
-        self.masks.get(id).and_then(|m| m.as_deref())
+        let m = self.buffers.masks.get(id).filter(|_| id < self.nodes)?;
+        m.as_deref().map(|m| self.rows_of(m))
     }
 
     /// The winning input index of every window of max-pooling node `id`, `[batch, size]`.
     pub(crate) fn winners(&self, id: usize) -> Option<&[usize]> {
-        self.winners.get(id).and_then(|w| w.as_deref())
+        let w = self.buffers.winners.get(id).filter(|_| id < self.nodes)?;
+        w.as_deref().map(|w| self.rows_of(w))
     }
 
-    /// The values of nodes `0..n` only (a copy): the trace of [`Network::truncated`]`(n − 1)`.
+    /// The values of nodes `0..n` only (a view, nothing copied): the trace of
+    /// [`Network::truncated`]`(n − 1)`.
     pub fn prefix(&self, n: usize) -> Trace<T> {
-        let n = n.min(self.values.len());
-        let masks: Vec<Option<Vec<T>>> = self.masks.iter().take(n).cloned().collect();
-        let winners = self.winners.iter().take(n).cloned().collect();
-        Trace { batch: self.batch, values: self.values[..n].to_vec(), masks, winners }
+        Trace { nodes: n.min(self.nodes), ..self.clone() }
     }
 
-    /// A trace of samples `start..end` only (a copy), so that memory-hungry reverse passes can
-    /// run over a large batch in cache-sized pieces.
+    /// A trace of samples `start..end` only (a view, nothing copied), so that memory-hungry
+    /// reverse passes can run over a large batch in cache-sized pieces.
     pub fn samples(&self, start: usize, end: usize) -> Trace<T> {
         assert!(start <= end && end <= self.batch, "sample range {start}..{end} outside batch {}", self.batch);
-        let slice = |v: &Vec<T>| {
-            if v.is_empty() {
-                Vec::new()
-            } else {
-                let per = v.len() / self.batch;
-                v[start * per..end * per].to_vec()
-            }
-        };
-        let values = self.values.iter().map(slice).collect();
-        let masks = self.masks.iter().map(|m| m.as_ref().map(slice)).collect();
-        let winners = self
-            .winners
-            .iter()
-            .map(|w| {
-                w.as_ref().map(|w| {
-                    let per = w.len() / self.batch;
-                    w[start * per..end * per].to_vec()
-                })
-            })
-            .collect();
-        Trace { batch: end - start, values, masks, winners }
+        Trace { batch: end - start, first: self.first + start, ..self.clone() }
     }
 }
 
@@ -111,7 +121,7 @@ impl<T: Float> Network<T> {
     ///
     /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
     pub fn trace(&self, x: &[T], batch: usize) -> Result<Trace<T>> {
-        self.run(x, batch, true, Vec::new())
+        self.trace_with_masks(x, batch, Vec::new())
     }
 
     /// [`trace`](Self::trace) with training-time dropout: `masks[id]`, when present, multiplies
@@ -130,18 +140,28 @@ impl<T: Float> Network<T> {
                 check_input(m, batch, self.nodes()[id].size(), "dropout mask")?;
             }
         }
-        self.run(x, batch, true, masks)
+        let (values, masks, winners) = self.run(x, batch, true, masks)?;
+        Ok(Trace::new(batch, values, masks, winners))
     }
 
     /// The logits `[batch, K]` of the batch `x` (`[batch, D]`, row-major).
     ///
     /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
     pub fn forward(&self, x: &[T], batch: usize) -> Result<Vec<T>> {
-        let mut t = self.run(x, batch, false, Vec::new())?;
-        Ok(core::mem::take(&mut t.values[self.output()]))
+        let (mut values, _, _) = self.run(x, batch, false, Vec::new())?;
+        Ok(core::mem::take(&mut values[self.output()]))
     }
 
-    fn run(&self, x: &[T], batch: usize, keep: bool, masks: Vec<Option<Vec<T>>>) -> Result<Trace<T>> {
+    /// The node values, the masks and the max pools' winners (found when `keep`: otherwise
+    /// values are dropped once read, and only the output's is kept).
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        x: &[T],
+        batch: usize,
+        keep: bool,
+        masks: Vec<Option<Vec<T>>>,
+    ) -> Result<(Vec<Vec<T>>, Vec<Option<Vec<T>>>, Vec<Option<Vec<usize>>>)> {
         check_input(x, batch, self.input_len(), "input batch")?;
         let nodes = self.nodes();
         let live = self.live();
@@ -178,7 +198,7 @@ impl<T: Float> Network<T> {
             }
             values[id] = out;
         }
-        Ok(Trace { batch, values, masks, winners })
+        Ok((values, masks, winners))
     }
 }
 
@@ -378,4 +398,56 @@ pub(crate) fn forward_node<T: Float>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use crate::arch::Arch;
+    use crate::train::Rng;
+    use crate::Network;
+
+    /// Views of a trace (samples of samples, a prefix of them) read the same samples of the
+    /// whole trace's values, dropout masks and max-pool winners, and a view's passes equal
+    /// those at a trace of its samples alone.
+    #[test]
+    fn sample_and_prefix_views_read_their_samples() {
+        let mut rng = Rng::new(4);
+        let net: Network<f64> = Arch::ConvSmall.build(Some(&[1, 10, 10]), &mut rng).unwrap();
+        let (batch, d, k) = (6, net.input_len(), net.num_classes());
+        let x: Vec<f64> = (0..batch * d).map(|_| rng.uniform()).collect();
+        let masks: Vec<Option<Vec<f64>>> = net
+            .nodes()
+            .iter()
+            .map(|n| n.layer.kind().eq("Relu").then(|| (0..batch * n.size()).map(|_| rng.uniform()).collect()))
+            .collect();
+        assert!(masks.iter().any(Option::is_some), "the test network has a ReLU to mask");
+        let whole = net.trace_with_masks(&x, batch, masks).unwrap();
+        let view = whole.samples(1, 5).samples(1, 3); // samples 2..4
+        fn two<U: Clone>(v: &[U]) -> Vec<U> {
+            let per = v.len() / 6;
+            v[2 * per..4 * per].to_vec()
+        }
+        assert_eq!(view.batch(), 2);
+        for id in 0..net.nodes().len() {
+            assert_eq!(view.value(id), two(whole.value(id)), "values of node {id}");
+            assert_eq!(view.mask(id).map(|m| m.to_vec()), whole.mask(id).map(two), "mask of node {id}");
+            assert_eq!(view.winners(id).map(|w| w.to_vec()), whole.winners(id).map(two), "winners of node {id}");
+        }
+        assert_eq!(view.logits(), two(whole.logits()));
+        assert_eq!(view.input(), &x[2 * d..4 * d]);
+        let cut = net.nodes().len() - 2;
+        let prefix = view.prefix(cut);
+        assert_eq!(prefix.logits(), two(whole.value(cut - 1)));
+        assert_eq!(prefix.mask(cut), None);
+        // A reverse pass at the view equals one at a trace of the same samples and masks.
+        let masks_alone: Vec<Option<Vec<f64>>> =
+            (0..net.nodes().len()).map(|id| view.mask(id).map(<[f64]>::to_vec)).collect();
+        let alone = net.trace_with_masks(view.input(), 2, masks_alone).unwrap();
+        let v: Vec<f64> = (0..2 * k).map(|_| rng.normal()).collect();
+        let (a, b) = (net.vjp(&view, &v, 1).unwrap(), net.vjp(&alone, &v, 1).unwrap());
+        let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-12 * scale), "vjp at the view");
+    }
 }
