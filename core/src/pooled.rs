@@ -86,9 +86,7 @@ impl<T: Float> Network<T> {
                 conv_sparse::forward_sample(&sc.geom, &sc.w_hwc, &sc.sites[s], xs, y, pad);
                 let a = &arg[s * pool_size..(s + 1) * pool_size];
                 let x = &primal[s * conv_size..(s + 1) * conv_size];
-                for (f, &i) in scale.iter_mut().zip(a) {
-                    *f = elementwise::derivative(act, x[i]);
-                }
+                elementwise::for_derivatives_at(act, x, a, |j, _, f| scale[j] = f);
                 for (yr, tr) in y.chunks_exact_mut(conv_size).zip(ts.chunks_exact_mut(pool_size)) {
                     for ((t, &i), &f) in tr.iter_mut().zip(a).zip(scale.iter()) {
                         *t = yr[i] * f;
@@ -163,11 +161,8 @@ impl<'a, T: Float> PooledCot<'a, T> {
                 a[outs.clone()].iter().for_each(|&i| yr[i] = T::ZERO);
                 continue;
             }
-            let dr = &dp[r * self.pool_size..(r + 1) * self.pool_size];
-            for o in outs.clone() {
-                let i = a[o];
-                yr[i] += dr[o] * elementwise::derivative(self.act, x[i]);
-            }
+            let dr = &dp[r * self.pool_size + outs.start..r * self.pool_size + outs.end];
+            elementwise::for_derivatives_at(self.act, x, &a[outs.clone()], |j, i, f| yr[i] += dr[j] * f);
         }
     }
 
@@ -178,9 +173,10 @@ impl<'a, T: Float> PooledCot<'a, T> {
             let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
             let x = &self.primal[s * self.conv_size..(s + 1) * self.conv_size];
             for (ch, d) in db.iter_mut().enumerate() {
-                for o in ch * self.pool_plane..(ch + 1) * self.pool_plane {
-                    *d += dp[o] * elementwise::derivative(self.act, x[a[o]]);
-                }
+                let outs = ch * self.pool_plane..(ch + 1) * self.pool_plane;
+                let (dc, mut sum) = (&dp[outs.clone()], T::ZERO);
+                elementwise::for_derivatives_at(self.act, x, &a[outs], |j, _, f| sum += dc[j] * f);
+                *d += sum;
             }
         }
     }

@@ -61,9 +61,7 @@ impl<T: Float> Network<T> {
                 let s = r / rows;
                 let a = &arg[s * pool_size..(s + 1) * pool_size];
                 let at = &primal[s * conv_size..(s + 1) * conv_size];
-                for (t, &i) in tr.iter_mut().zip(a) {
-                    *t = y[i] * elementwise::derivative(act, at[i]);
-                }
+                elementwise::for_derivatives_at(act, at, a, |j, i, f| tr[j] = y[i] * f);
             },
         );
         out
@@ -115,9 +113,8 @@ impl<T: Float> Network<T> {
         let (_, c, g) = self.block_conv(block);
         let pool_size = pc.pool_size();
         let n_rows = dp.len() / pool_size.max(1);
-        let expand = |r: usize, e: &mut [T]| {
-            e.fill(T::ZERO);
-            pc.scatter(r / rows, &dp[r * pool_size..(r + 1) * pool_size], 1, 0..c.out_channels, e, false);
+        let expand = |r: usize, e: &mut [T], clear: bool| {
+            pc.scatter(r / rows, &dp[r * pool_size..(r + 1) * pool_size], 1, 0..c.out_channels, e, clear);
         };
         if dense_weight_grad_from(c, &g, x, CotSource::Expand(&expand), n_rows, weight) {
             return;
@@ -130,8 +127,9 @@ impl<T: Float> Network<T> {
             || (Vec::new(), alloc::vec![T::ZERO; out_size]),
             |(scratch, e): &mut (Vec<T>, Vec<T>), chunk, dw| {
                 for r in chunk * CHUNK_SAMPLES..((chunk + 1) * CHUNK_SAMPLES).min(n_rows) {
-                    expand(r, e);
+                    expand(r, e, false);
                     conv::weight_grad_row(c, &g, &x[r * in_size..(r + 1) * in_size], e, dw, scratch);
+                    expand(r, e, true);
                 }
             },
         );

@@ -31,6 +31,29 @@ pub(crate) fn value<T: Float>(layer: &Layer<T>, x: T) -> T {
     }
 }
 
+/// Calls `f(j, idx[j], derivative(x[idx[j]]))` for every `j`, with the layer dispatch outside
+/// the loop (a select for ReLU).
+#[inline]
+pub(crate) fn for_derivatives_at<T: Float>(
+    layer: &Layer<T>,
+    x: &[T],
+    idx: &[usize],
+    mut f: impl FnMut(usize, usize, T),
+) {
+    match layer {
+        Layer::Relu => {
+            for (j, &i) in idx.iter().enumerate() {
+                f(j, i, if x[i] > T::ZERO { T::ONE } else { T::ZERO });
+            }
+        }
+        _ => {
+            for (j, &i) in idx.iter().enumerate() {
+                f(j, i, derivative(layer, x[i]));
+            }
+        }
+    }
+}
+
 /// Clears the flags `d[i]` where the activation's derivative at `primal[i]` is zero
 /// (branch-free for ReLU, whose derivative is zero exactly where `x ≤ 0`).
 pub(crate) fn clear_where_flat<T: Float>(layer: &Layer<T>, primal: &[T], d: &mut [u8]) {

@@ -128,8 +128,10 @@ impl DirectConv {
 pub(crate) enum CotSource<'a, T> {
     /// Stored: `[batch, Cout, Ho, Wo]`.
     Rows(&'a [T]),
-    /// Written on demand: `f(s, buf)` overwrites `buf` with sample `s`'s cotangents.
-    Expand(&'a (dyn Fn(usize, &mut [T]) + Sync)),
+    /// Written on demand: `f(s, buf, false)` adds sample `s`'s cotangents to `buf`, which is
+    /// zero, and `f(s, buf, true)` makes it zero again after use (both may touch only the
+    /// places where the sample's cotangents can be nonzero).
+    Expand(&'a (dyn Fn(usize, &mut [T], bool) + Sync)),
 }
 
 /// The geometry the kernels of this module use for `c` on `g` (one row per sample, channels
@@ -223,7 +225,7 @@ pub(crate) fn weight_grad_from<T: Float>(
                         CotSource::Rows(dy) => &dy[s * out_size..(s + 1) * out_size],
                         CotSource::Expand(f) => {
                             expanded.resize(out_size, T::ZERO);
-                            f(s, expanded);
+                            f(s, expanded, false);
                             &expanded[..]
                         }
                     };
@@ -232,6 +234,9 @@ pub(crate) fn weight_grad_from<T: Float>(
                     unsafe {
                         avx2::transpose(ds, geom.cout, geom.npos, dyt, c16);
                         avx2::weight_grad_sample(&offsets, &starts, xp, dyt, c16, part)
+                    }
+                    if let CotSource::Expand(f) = cot {
+                        f(s, expanded, true);
                     }
                 }
             },
