@@ -59,7 +59,7 @@ pub(crate) fn forward_rows<T: Float>(
         if x.len() != rows * in_size || y.len() != rows * out_size {
             return false;
         }
-        let direct = DirectConv { wt: tiled_weights(&geom, w), geom };
+        let direct = DirectConv::for_geometry(geom, w);
         for_rows(y, out_size, Vec::new, |xp: &mut Vec<f32>, r, yr| {
             direct.forward_f32(&x[r * in_size..(r + 1) * in_size], xp, bias, yr)
         });
@@ -73,9 +73,17 @@ pub(crate) fn forward_rows<T: Float>(
 }
 
 /// A convolution's direct forward kernel for one sample at a time, its weights tiled once.
+///
+/// A *narrow* convolution (patch runs `kw·Cin` shorter than [`super::MIN_RUN`], e.g. a first
+/// layer on one or three channels) with unit horizontal stride runs a kernel that vectorises
+/// along the output positions of a row instead ([`avx2::forward_planes`]): with only a few
+/// multiply-adds per output, the channels-last tiles spend their time scattering results.
 pub(crate) struct DirectConv {
     geom: SparseGeom,
+    /// `[Cout / 16, kh, kw·Cin, 16]` ([`tiled_weights`]); for a narrow convolution, the
+    /// weights in their own `[Cout, Cin, kh, kw]` order.
     wt: Vec<f32>,
+    narrow: bool,
 }
 
 impl DirectConv {
@@ -85,7 +93,7 @@ impl DirectConv {
         {
             let geom = channels_last_geometry(c, g)?;
             let w = crate::kernels::tiles::avx2::as_f32(&c.weight)?;
-            Some(DirectConv { wt: tiled_weights(&geom, w), geom })
+            Some(DirectConv::for_geometry(geom, w))
         }
         #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
         {
@@ -112,14 +120,36 @@ impl DirectConv {
         }
     }
 
+    fn for_geometry(geom: SparseGeom, w: &[f32]) -> Self {
+        let narrow = geom.run() < super::MIN_RUN && geom.stride[1] == 1;
+        let wt = if narrow { w.to_vec() } else { tiled_weights(&geom, w) };
+        DirectConv { geom, wt, narrow }
+    }
+
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     fn forward_f32(&self, x: &[f32], xp: &mut Vec<f32>, bias: Option<&[f32]>, y: &mut [f32]) {
         let g = &self.geom;
         assert!(x.len() == g.cin * g.h * g.w && y.len() == g.cout * g.npos, "one sample in, one out");
         xp.resize(g.padded_len(), 0.0);
+        if self.narrow {
+            to_planes(g, x, xp);
+            // SAFETY: `channels_last_geometry` checked AVX2 and FMA when `self` was made.
+            return unsafe { avx2::forward_planes(g, &self.wt, xp, bias, y) };
+        }
         to_padded(g, x, xp);
-        // SAFETY: `channels_last_geometry` checked AVX2 and FMA when `self` was made.
+        // SAFETY: as above.
         unsafe { avx2::forward_sample(g, &self.wt, xp, bias, y) }
+    }
+}
+
+/// Copies `x` (`[Cin, H, W]`) into zero-padded planes `xq` (`[Cin, Hp, Wp]`).
+fn to_planes(g: &SparseGeom, x: &[f32], xq: &mut [f32]) {
+    xq.fill(0.0);
+    for ci in 0..g.cin {
+        for iy in 0..g.h {
+            let at = (ci * g.hp + iy + g.pad_top) * g.wp + g.pad_left;
+            xq[at..at + g.w].copy_from_slice(&x[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w]);
+        }
     }
 }
 
@@ -297,6 +327,79 @@ mod avx2 {
             }
         }
     }
+
+    /// Output channels per tile of [`forward_planes`].
+    const PLANE_CHANNELS: usize = 4;
+
+    /// One sample of a convolution with unit horizontal stride: `xq` zero-padded planes
+    /// `[Cin, Hp, Wp]`, `w` the weights `[Cout, Cin, kh, kw]`, `y` `[Cout, Ho, Wo]`. Tiles of
+    /// [`PLANE_CHANNELS`] channels × up to 16 consecutive positions of an output row in eight
+    /// registers; each tap loads two vectors of positions and broadcasts one weight per channel.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn forward_planes(g: &SparseGeom, w: &[f32], xq: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+        let (khw, ho) = (g.kh * g.kw, g.npos.checked_div(g.wo).unwrap_or(0));
+        assert!(
+            g.stride[1] == 1
+                && w.len() >= g.cout * g.cin * khw
+                && y.len() >= g.cout * g.npos
+                && bias.is_none_or(|b| b.len() >= g.cout)
+                && (ho == 0
+                    || ((g.cin - 1) * g.hp + (ho - 1) * g.stride[0] + (g.kh - 1) * g.dil_h + 1) * g.wp <= xq.len())
+                && g.wo + g.kw - 1 <= g.wp
+        );
+        for oy in 0..ho {
+            let mut ox = 0;
+            while ox < g.wo {
+                let n = (g.wo - ox).min(16);
+                // Lanes of the last vector that hold positions of this row.
+                let lanes = |v: usize| _mm256_loadu_si256(LANE_MASKS[(n.saturating_sub(v * 8)).min(8)].as_ptr().cast());
+                let (m0, m1) = (lanes(0), lanes(1));
+                let mut c0 = 0;
+                while c0 < g.cout {
+                    let nc = (g.cout - c0).min(PLANE_CHANNELS);
+                    let mut acc = [[_mm256_setzero_ps(); 2]; PLANE_CHANNELS];
+                    for ci in 0..g.cin {
+                        for ki in 0..g.kh {
+                            let row = xq.as_ptr().add((ci * g.hp + oy * g.stride[0] + ki * g.dil_h) * g.wp + ox);
+                            let wk = (ci * g.kh + ki) * g.kw;
+                            for kj in 0..g.kw {
+                                let x0 = _mm256_maskload_ps(row.add(kj), m0);
+                                let x1 = _mm256_maskload_ps(row.add(kj + 8), m1);
+                                for (c, a) in acc.iter_mut().enumerate().take(nc) {
+                                    let b = _mm256_broadcast_ss(&*w.as_ptr().add((c0 + c) * g.cin * khw + wk + kj));
+                                    a[0] = _mm256_fmadd_ps(b, x0, a[0]);
+                                    a[1] = _mm256_fmadd_ps(b, x1, a[1]);
+                                }
+                            }
+                        }
+                    }
+                    for (c, a) in acc.iter().enumerate().take(nc) {
+                        let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[c0 + c]));
+                        let dst = y.as_mut_ptr().add((c0 + c) * g.npos + oy * g.wo + ox);
+                        _mm256_maskstore_ps(dst, m0, _mm256_add_ps(a[0], b));
+                        _mm256_maskstore_ps(dst.add(8), m1, _mm256_add_ps(a[1], b));
+                    }
+                    c0 += nc;
+                }
+                ox += n;
+            }
+        }
+    }
+
+    /// `LANE_MASKS[n]`: the first `n` of eight lanes set.
+    const LANE_MASKS: [[i32; 8]; 9] = {
+        let mut m = [[0i32; 8]; 9];
+        let mut n = 0;
+        while n <= 8 {
+            let mut i = 0;
+            while i < n {
+                m[n][i] = -1;
+                i += 1;
+            }
+            n += 1;
+        }
+        m
+    };
 
     /// `dyt[p·c16 + co] = ds[co·npos + p]` for every channel `co < cout` and position `p`
     /// (`ds` is `[cout, npos]`), in 8 × 8 blocks.
