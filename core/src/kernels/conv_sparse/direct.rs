@@ -337,10 +337,10 @@ mod avx2 {
     /// registers; each tap loads two vectors of positions and broadcasts one weight per channel.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn forward_planes(g: &SparseGeom, w: &[f32], xq: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-        let (khw, ho) = (g.kh * g.kw, g.npos.checked_div(g.wo).unwrap_or(0));
+        let ho = g.npos.checked_div(g.wo).unwrap_or(0);
         assert!(
             g.stride[1] == 1
-                && w.len() >= g.cout * g.cin * khw
+                && w.len() >= g.cout * g.cin * g.kh * g.kw
                 && y.len() >= g.cout * g.npos
                 && bias.is_none_or(|b| b.len() >= g.cout)
                 && (ho == 0
@@ -356,34 +356,75 @@ mod avx2 {
                 let (m0, m1) = (lanes(0), lanes(1));
                 let mut c0 = 0;
                 while c0 < g.cout {
-                    let nc = (g.cout - c0).min(PLANE_CHANNELS);
-                    let mut acc = [[_mm256_setzero_ps(); 2]; PLANE_CHANNELS];
-                    for ci in 0..g.cin {
-                        for ki in 0..g.kh {
-                            let row = xq.as_ptr().add((ci * g.hp + oy * g.stride[0] + ki * g.dil_h) * g.wp + ox);
-                            let wk = (ci * g.kh + ki) * g.kw;
-                            for kj in 0..g.kw {
-                                let x0 = _mm256_maskload_ps(row.add(kj), m0);
-                                let x1 = _mm256_maskload_ps(row.add(kj + 8), m1);
-                                for (c, a) in acc.iter_mut().enumerate().take(nc) {
-                                    let b = _mm256_broadcast_ss(&*w.as_ptr().add((c0 + c) * g.cin * khw + wk + kj));
-                                    a[0] = _mm256_fmadd_ps(b, x0, a[0]);
-                                    a[1] = _mm256_fmadd_ps(b, x1, a[1]);
-                                }
-                            }
-                        }
-                    }
-                    for (c, a) in acc.iter().enumerate().take(nc) {
-                        let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[c0 + c]));
-                        let dst = y.as_mut_ptr().add((c0 + c) * g.npos + oy * g.wo + ox);
-                        _mm256_maskstore_ps(dst, m0, _mm256_add_ps(a[0], b));
-                        _mm256_maskstore_ps(dst.add(8), m1, _mm256_add_ps(a[1], b));
-                    }
-                    c0 += nc;
+                    let at = PlaneTile { oy, ox, c0, masks: [m0, m1] };
+                    c0 += match g.cout - c0 {
+                        1 => plane_tile::<1>(g, w, xq, bias, y, at),
+                        2 => plane_tile::<2>(g, w, xq, bias, y, at),
+                        3 => plane_tile::<3>(g, w, xq, bias, y, at),
+                        _ => plane_tile::<PLANE_CHANNELS>(g, w, xq, bias, y, at),
+                    };
                 }
                 ox += n;
             }
         }
+    }
+
+    /// Where a tile of [`forward_planes`] lies: output row, first position and channel, and the
+    /// lanes of its two vectors of positions that lie in the row.
+    #[derive(Clone, Copy)]
+    struct PlaneTile {
+        oy: usize,
+        ox: usize,
+        c0: usize,
+        masks: [__m256i; 2],
+    }
+
+    /// Channels `c0..c0 + NC` of the tile `at`; returns `NC`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn plane_tile<const NC: usize>(
+        g: &SparseGeom,
+        w: &[f32],
+        xq: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        at: PlaneTile,
+    ) -> usize {
+        let [m0, m1] = at.masks;
+        let klen = g.cin * g.kh * g.kw;
+        let wc = w.as_ptr().add(at.c0 * klen);
+        let mut acc = [[_mm256_setzero_ps(); 2]; NC];
+        for ci in 0..g.cin {
+            for ki in 0..g.kh {
+                let row = xq.as_ptr().add((ci * g.hp + at.oy * g.stride[0] + ki * g.dil_h) * g.wp + at.ox);
+                let wk = wc.add((ci * g.kh + ki) * g.kw);
+                for kj in 0..g.kw {
+                    let x0 = _mm256_maskload_ps(row.add(kj), m0);
+                    let x1 = _mm256_maskload_ps(row.add(kj + 8), m1);
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        let b = _mm256_broadcast_ss(&*wk.add(c * klen + kj));
+                        a[0] = _mm256_fmadd_ps(b, x0, a[0]);
+                        a[1] = _mm256_fmadd_ps(b, x1, a[1]);
+                    }
+                }
+            }
+        }
+        // Plain stores (masked ones are slow on some processors); a partial tile goes through
+        // a buffer.
+        let n = (g.wo - at.ox).min(16);
+        let mut tail = [0.0f32; 16];
+        for (c, a) in acc.iter().enumerate() {
+            let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[at.c0 + c]));
+            let dst = y.as_mut_ptr().add((at.c0 + c) * g.npos + at.oy * g.wo + at.ox);
+            if n == 16 {
+                _mm256_storeu_ps(dst, _mm256_add_ps(a[0], b));
+                _mm256_storeu_ps(dst.add(8), _mm256_add_ps(a[1], b));
+            } else {
+                _mm256_storeu_ps(tail.as_mut_ptr(), _mm256_add_ps(a[0], b));
+                _mm256_storeu_ps(tail.as_mut_ptr().add(8), _mm256_add_ps(a[1], b));
+                core::ptr::copy_nonoverlapping(tail.as_ptr(), dst, n);
+            }
+        }
+        NC
     }
 
     /// `LANE_MASKS[n]`: the first `n` of eight lanes set.
