@@ -177,6 +177,19 @@ mod tests {
     use crate::train::Rng;
     use crate::{Float, Layer, Network, ParamGrads};
 
+    /// Where the tests put dropout masks (entries 0, 2 and some −1).
+    #[derive(Clone, Copy)]
+    enum Masks {
+        /// After every activation: no pooled blocks.
+        EveryActivation,
+        /// After the activations that no max pool reads: pooled blocks, their ReLU slopes read
+        /// from the pools' values.
+        UnpooledActivations,
+        /// After every max pool and the activations that no max pool reads: pooled blocks,
+        /// their slopes read from the convolutions' values.
+        Pools,
+    }
+
     fn max_rel(a: &[f64], b: &[f64]) -> f64 {
         let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
         a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -185,9 +198,7 @@ mod tests {
     /// The sparse convolution path equals the dense one (vjp, jvp, every parameter gradient)
     /// on a network where the demand is sparse (at least one layer of each kind in
     /// `expect_sparse` computed sparsely), with dropout masks in the way: within `tol`
-    /// relative to each result's largest entry. Twice: with a mask after every activation,
-    /// and with none after the activations read by a max pool (so the tangent pass computes
-    /// conv → activation → pool blocks sample by sample, see `pooled.rs`).
+    /// relative to each result's largest entry. Three times, with the masks of [`Masks`].
     fn sparse_equals_dense<T: Float>(
         net: &Network<T>,
         batch: usize,
@@ -196,8 +207,8 @@ mod tests {
         tol: f64,
         expect_sparse: &[&str],
     ) {
-        for mask_all in [true, false] {
-            sparse_equals_dense_with(net, batch, rows, seed, tol, expect_sparse, mask_all);
+        for masks in [Masks::EveryActivation, Masks::UnpooledActivations, Masks::Pools] {
+            sparse_equals_dense_with(net, batch, rows, seed, tol, expect_sparse, masks);
         }
     }
 
@@ -208,7 +219,7 @@ mod tests {
         seed: u64,
         tol: f64,
         expect_sparse: &[&str],
-        mask_all: bool,
+        masks: Masks,
     ) {
         let mut rng = Rng::new(seed);
         let d = net.input_len();
@@ -220,8 +231,17 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(id, n)| {
-                (matches!(n.layer, Layer::Relu) && (mask_all || !pooled(id))).then(|| {
-                    let m = |_| T::from_f64(if rng.uniform() < 0.5 { 0.0 } else { 2.0 });
+                let masked = match masks {
+                    Masks::EveryActivation => matches!(n.layer, Layer::Relu),
+                    Masks::UnpooledActivations => matches!(n.layer, Layer::Relu) && !pooled(id),
+                    Masks::Pools => {
+                        matches!(n.layer, Layer::MaxPool2d(_)) || matches!(n.layer, Layer::Relu) && !pooled(id)
+                    }
+                };
+                masked.then(|| {
+                    // Mostly dropout's 0 and 2, some negative entries too (masks are any
+                    // factors: a pool's value then has the opposite sign of its winner's).
+                    let m = |_| T::from_f64([0.0, 0.0, 2.0, 2.0, -1.0][(rng.uniform() * 5.0) as usize % 5]);
                     (0..batch * n.size()).map(m).collect()
                 })
             })

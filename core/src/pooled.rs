@@ -70,11 +70,10 @@ impl<T: Float> Network<T> {
         let nodes = self.nodes();
         let conv = nodes[block.act].inputs[0];
         let Layer::MaxPool2d(p) = &nodes[block.pool].layer else { unreachable!("a pooled block ends in a max pool") };
-        let act = &nodes[block.act].layer;
+        let slopes = Slopes::new(self, trace, block);
         let in_size = nodes[nodes[conv].inputs[0]].size();
         let (conv_size, pool_size) = (nodes[conv].size(), nodes[block.pool].size());
         let arg = winners(trace, block.pool, p, &nodes[block.act].shape, &nodes[block.pool].shape, block.act);
-        let primal = trace.value(conv);
         let batch = trace.batch();
         let mut out = alloc::vec![T::ZERO; batch * rows * pool_size];
         for_rows(
@@ -85,8 +84,7 @@ impl<T: Float> Network<T> {
                 let xs = &tin[s * rows * in_size..(s + 1) * rows * in_size];
                 conv_sparse::forward_sample(&sc.geom, &sc.w_hwc, &sc.sites[s], xs, y, pad);
                 let a = &arg[s * pool_size..(s + 1) * pool_size];
-                let x = &primal[s * conv_size..(s + 1) * conv_size];
-                elementwise::for_derivatives_at(act, x, a, |j, _, f| scale[j] = f);
+                slopes.each(s, (conv_size, pool_size), a, 0..pool_size, |j, _, f| scale[j] = f);
                 for (yr, tr) in y.chunks_exact_mut(conv_size).zip(ts.chunks_exact_mut(pool_size)) {
                     for ((t, &i), &f) in tr.iter_mut().zip(a).zip(scale.iter()) {
                         *t = yr[i] * f;
@@ -99,6 +97,55 @@ impl<T: Float> Network<T> {
             },
         );
         out
+    }
+}
+
+/// The activation's derivative at each pool window's winner, at the points of a trace.
+#[derive(Clone, Copy)]
+pub(crate) enum Slopes<'a, T> {
+    /// ReLU with no dropout mask on the pool: 1 exactly where the pool's own value is positive
+    /// (`max(x, 0) > 0` exactly when `x > 0`), read in order from the pool's values
+    /// (`[batch, pool size]`) instead of gathered from the convolution's.
+    Relu(&'a [T]),
+    /// Any activation: at the convolution's values (`[batch, conv size]`) at the winners.
+    At(&'a Layer<T>, &'a [T]),
+}
+
+impl<'a, T: Float> Slopes<'a, T> {
+    /// The slopes of `block` at the points of `trace`.
+    pub fn new(net: &'a Network<T>, trace: &'a Trace<T>, block: &PooledBlock) -> Self {
+        let nodes = net.nodes();
+        let act = &nodes[block.act].layer;
+        if matches!(act, Layer::Relu) && trace.mask(block.pool).is_none() {
+            Slopes::Relu(trace.value(block.pool))
+        } else {
+            Slopes::At(act, trace.value(nodes[block.act].inputs[0]))
+        }
+    }
+
+    /// Calls `f(j, a[outs][j], slope)` for the windows `outs` of sample `s`, whose winners are
+    /// `a` (`pool_size` of them, flat indices into the convolution's `conv_size` outputs).
+    #[inline]
+    pub fn each(
+        &self,
+        s: usize,
+        sizes: (usize, usize),
+        a: &[usize],
+        outs: core::ops::Range<usize>,
+        mut f: impl FnMut(usize, usize, T),
+    ) {
+        let (conv_size, pool_size) = sizes;
+        match *self {
+            Slopes::Relu(v) => {
+                let v = &v[s * pool_size + outs.start..s * pool_size + outs.end];
+                for (j, (&i, &y)) in a[outs].iter().zip(v).enumerate() {
+                    f(j, i, if y > T::ZERO { T::ONE } else { T::ZERO });
+                }
+            }
+            Slopes::At(act, x) => {
+                elementwise::for_derivatives_at(act, &x[s * conv_size..(s + 1) * conv_size], &a[outs], f)
+            }
+        }
     }
 }
 
@@ -117,8 +164,7 @@ pub(crate) enum Recorded<T> {
 /// each window's cotangent goes to its winner, scaled by the activation's derivative there.
 pub(crate) struct PooledCot<'a, T> {
     arg: alloc::borrow::Cow<'a, [usize]>,
-    primal: &'a [T],
-    act: &'a Layer<T>,
+    slopes: Slopes<'a, T>,
     conv_size: usize,
     pool_size: usize,
     /// Pool outputs per channel.
@@ -135,8 +181,7 @@ impl<'a, T: Float> PooledCot<'a, T> {
         let pool_size = nodes[block.pool].size();
         PooledCot {
             arg: winners(trace, block.pool, p, &nodes[block.act].shape, pool_shape, block.act),
-            primal: trace.value(conv),
-            act: &nodes[block.act].layer,
+            slopes: Slopes::new(net, trace, block),
             conv_size: nodes[conv].size(),
             pool_size,
             pool_plane: pool_size / pool_shape[0].max(1),
@@ -153,7 +198,7 @@ impl<'a, T: Float> PooledCot<'a, T> {
     /// the same places instead (leaving a zero `y` zero again).
     pub fn scatter(&self, s: usize, dp: &[T], rows: usize, chans: core::ops::Range<usize>, y: &mut [T], clear: bool) {
         let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
-        let x = &self.primal[s * self.conv_size..(s + 1) * self.conv_size];
+        let sizes = (self.conv_size, self.pool_size);
         let outs = chans.start * self.pool_plane..chans.end * self.pool_plane;
         for r in 0..rows {
             let yr = &mut y[r * self.conv_size..(r + 1) * self.conv_size];
@@ -162,7 +207,7 @@ impl<'a, T: Float> PooledCot<'a, T> {
                 continue;
             }
             let dr = &dp[r * self.pool_size + outs.start..r * self.pool_size + outs.end];
-            elementwise::for_derivatives_at(self.act, x, &a[outs.clone()], |j, i, f| yr[i] += dr[j] * f);
+            self.slopes.each(s, sizes, a, outs.clone(), |j, i, f| yr[i] += dr[j] * f);
         }
     }
 
@@ -171,11 +216,11 @@ impl<'a, T: Float> PooledCot<'a, T> {
     pub fn add_bias_grads(&self, dps: &[T], db: &mut [T]) {
         for (s, dp) in dps.chunks_exact(self.pool_size).enumerate() {
             let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
-            let x = &self.primal[s * self.conv_size..(s + 1) * self.conv_size];
+            let sizes = (self.conv_size, self.pool_size);
             for (ch, d) in db.iter_mut().enumerate() {
                 let outs = ch * self.pool_plane..(ch + 1) * self.pool_plane;
                 let (dc, mut sum) = (&dp[outs.clone()], T::ZERO);
-                elementwise::for_derivatives_at(self.act, x, &a[outs], |j, _, f| sum += dc[j] * f);
+                self.slopes.each(s, sizes, a, outs, |j, _, f| sum += dc[j] * f);
                 *d += sum;
             }
         }

@@ -13,11 +13,10 @@ use alloc::vec::Vec;
 use crate::forward::Trace;
 use crate::kernels::conv::{self, ConvGeom};
 use crate::kernels::conv_sparse::{dense_weight_grad_from, CotSource, DirectConv};
-use crate::kernels::elementwise;
 use crate::layer::{Conv2d, Layer};
 use crate::network::Network;
 use crate::parallel::for_rows;
-use crate::pooled::{PooledBlock, PooledCot};
+use crate::pooled::{PooledBlock, PooledCot, Slopes};
 use crate::scalar::Float;
 use crate::tangent::winners;
 
@@ -42,10 +41,9 @@ impl<T: Float> Network<T> {
         let nodes = self.nodes();
         let (conv, c, g) = self.block_conv(block);
         let Layer::MaxPool2d(p) = &nodes[block.pool].layer else { unreachable!("a pooled block ends in a max pool") };
-        let act = &nodes[block.act].layer;
+        let slopes = Slopes::new(self, trace, block);
         let (in_size, conv_size, pool_size) = (c.in_channels * g.h * g.w, nodes[conv].size(), nodes[block.pool].size());
         let arg = winners(trace, block.pool, p, &nodes[block.act].shape, &nodes[block.pool].shape, block.act);
-        let primal = trace.value(conv);
         let direct = DirectConv::new(c, &g);
         let mut out = alloc::vec![T::ZERO; trace.batch() * rows * pool_size];
         for_rows(
@@ -60,8 +58,7 @@ impl<T: Float> Network<T> {
                 }
                 let s = r / rows;
                 let a = &arg[s * pool_size..(s + 1) * pool_size];
-                let at = &primal[s * conv_size..(s + 1) * conv_size];
-                elementwise::for_derivatives_at(act, at, a, |j, i, f| tr[j] = y[i] * f);
+                slopes.each(s, (conv_size, pool_size), a, 0..pool_size, |j, i, f| tr[j] = y[i] * f);
             },
         );
         out
