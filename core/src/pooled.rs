@@ -258,18 +258,12 @@ impl<T: Float> Network<T> {
         rows: usize,
         one_row_too: bool,
     ) -> Option<(PooledBlock, &'s SparseConv<'n, T>)> {
-        let nodes = self.nodes();
-        if !matches!(nodes[pool].layer, Layer::MaxPool2d(_)) {
-            return None;
-        }
-        let act = nodes[pool].inputs[0];
-        let conv = *nodes[act].inputs.first()?;
+        let (block, conv) = self.block_ending(pool, consumers, trace)?;
         let sc = sparse_for(sparse, conv, rows)?;
         if one_row_too && sparse_for(sparse, conv, 1).is_none() {
             return None;
         }
-        let block = self.pooled_block(conv, consumers, trace)?;
-        (block.act == act && block.pool == pool).then_some((block, sc))
+        Some((block, sc))
     }
 
     /// The pooled block whose pool is node `pool` when its convolution has no sparse form for
@@ -283,16 +277,20 @@ impl<T: Float> Network<T> {
         sparse: Option<&SparseConvs<'_, T>>,
         rows: usize,
     ) -> Option<PooledBlock> {
+        sparse?;
+        let (block, conv) = self.block_ending(pool, consumers, trace)?;
+        sparse_for(sparse, conv, rows).is_none().then_some(block)
+    }
+
+    /// The pooled block whose pool is node `pool`, if there is one, and its convolution.
+    fn block_ending(&self, pool: usize, consumers: &[usize], trace: &Trace<T>) -> Option<(PooledBlock, usize)> {
         let nodes = self.nodes();
-        if sparse.is_none() || !matches!(nodes[pool].layer, Layer::MaxPool2d(_)) {
+        if !matches!(nodes[pool].layer, Layer::MaxPool2d(_)) {
             return None;
         }
         let act = nodes[pool].inputs[0];
         let conv = *nodes[act].inputs.first()?;
-        if sparse_for(sparse, conv, rows).is_some() {
-            return None;
-        }
         let block = self.pooled_block(conv, consumers, trace)?;
-        (block.act == act && block.pool == pool).then_some(block)
+        (block.act == act && block.pool == pool).then_some((block, conv))
     }
 }
