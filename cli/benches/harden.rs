@@ -52,6 +52,8 @@ fn main() {
         return;
     };
     rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
+    // As `certify harden` does (see certify_cli::allocator).
+    certify_cli::allocator::keep_freed_memory_for_reuse();
     let net0 = certify_onnx::import_path(&shared.join("models/mnist-paper-base.onnx")).unwrap().network;
     let ds = certify_cli::data::load(&shared.join("data/mnist/train-images-idx3-ubyte.gz"), None, Some(BATCH)).unwrap();
     let x: Vec<f32> = ds.to_f32().iter().map(|&v| v / 255.0).collect();

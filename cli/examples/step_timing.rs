@@ -11,6 +11,8 @@ use certify_core::train::{dense_dropout_sites, Adam, Objective, PenaltyEstimate,
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // As `certify harden` does (see certify_cli::allocator).
+    certify_cli::allocator::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("projections:1");
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);

@@ -55,6 +55,10 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .format_target(false)
         .init();
+    if matches!(command, Command::Harden(_) | Command::Train(_)) {
+        // Training frees and reallocates the same buffers every step: keep them mapped.
+        certify_cli::allocator::keep_freed_memory_for_reuse();
+    }
     let result = match &command {
         Command::Certify(a) => certify_cmd::run(a),
         Command::Harden(a) => harden_cmd::run(a),
