@@ -211,6 +211,24 @@ impl<'a, T: Float> PooledCot<'a, T> {
         }
     }
 
+    /// The nonzero cotangents of channel `ch` of sample `s`'s expansion of `dp` (one row,
+    /// `pool size` values) as `(position in the channel's plane, value)` pairs in `out`
+    /// (cleared first): what [`scatter`](Self::scatter) would add at each winner.
+    pub fn channel_sites(&self, s: usize, dp: &[T], ch: usize, out: &mut Vec<(u32, T)>) {
+        out.clear();
+        let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
+        let outs = ch * self.pool_plane..(ch + 1) * self.pool_plane;
+        let plane = self.conv_size / (self.pool_size / self.pool_plane.max(1)).max(1);
+        let first = ch * plane;
+        let dc = &dp[outs.clone()];
+        self.slopes.each(s, (self.conv_size, self.pool_size), a, outs, |j, i, f| {
+            let v = dc[j] * f;
+            if v != T::ZERO {
+                out.push(((i - first) as u32, v));
+            }
+        });
+    }
+
     /// Adds the convolution's bias gradient for the per-sample pooled cotangents `dps`
     /// (`[batch, pool size]`, rows summed) to `db` (one entry per channel).
     pub fn add_bias_grads(&self, dps: &[T], db: &mut [T]) {

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use crate::forward::Trace;
 use crate::kernels::conv::{self, ConvGeom};
-use crate::kernels::conv_sparse::{dense_weight_grad_from, CotSource, DirectConv};
+use crate::kernels::conv_sparse::{dense_weight_grad_from, dense_weight_grad_sites, CotSource, DirectConv};
 use crate::layer::{Conv2d, Layer};
 use crate::network::Network;
 use crate::parallel::for_rows;
@@ -113,6 +113,13 @@ impl<T: Float> Network<T> {
         let expand = |r: usize, e: &mut [T], clear: bool| {
             pc.scatter(r / rows, &dp[r * pool_size..(r + 1) * pool_size], 1, 0..c.out_channels, e, clear);
         };
+        // Narrow convolutions: only the winners' patches (most of the expansion is zero).
+        let sites = |r: usize, ch: usize, out: &mut Vec<(u32, T)>| {
+            pc.channel_sites(r / rows, &dp[r * pool_size..(r + 1) * pool_size], ch, out);
+        };
+        if dense_weight_grad_sites(c, &g, x, n_rows, &sites, weight) {
+            return;
+        }
         if dense_weight_grad_from(c, &g, x, CotSource::Expand(&expand), n_rows, weight) {
             return;
         }

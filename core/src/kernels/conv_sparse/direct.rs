@@ -290,6 +290,82 @@ pub(crate) fn weight_grad_from<T: Float>(
     }
 }
 
+/// Most accumulators (`Cin·kh` rows of a channel's gradient) [`weight_grad_sites`] keeps in
+/// registers.
+const SITE_ACCUMULATORS: usize = 8;
+
+/// The sparse cotangents of one sample and output channel: `f(s, ch, out)` fills `out` with
+/// `(position, cotangent)` pairs (positions `oy·Wo + ox`, any order, repeats add up); the other
+/// positions' cotangents are zero.
+pub(crate) type ChannelSites<'a, T> = &'a (dyn Fn(usize, usize, &mut Vec<(u32, T)>) + Sync);
+
+/// `dw += Σ_s dW(x_s, dy_s)` for a narrow convolution whose cotangents are sparse (those of a
+/// pooled block: nonzero only at the pool's winners, and there only where the activation lets
+/// them through): for each output channel, every `(position, cotangent)` pair that `sites`
+/// lists adds the cotangent times the position's patch to the channel's gradient, whose `Cin·kh`
+/// rows of `kw` weights stay in registers (one 8-lane vector each) while the pairs stream through.
+/// Partial sums over fixed chunks of samples, so the result does not depend on the thread count.
+/// Returns `false`, with `dw` untouched, where [`forward_rows`] would, or when the rows do not
+/// fit the registers (`kw > 8` or `Cin·kh >` [`SITE_ACCUMULATORS`]).
+pub(crate) fn weight_grad_sites<T: Float>(
+    c: &Conv2d<T>,
+    g: &ConvGeom,
+    x: &[T],
+    batch: usize,
+    sites: ChannelSites<'_, T>,
+    dw: &mut [T],
+) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
+        let Some(geom) = channels_last_geometry(c, g) else { return false };
+        let k = geom.cin * geom.kh;
+        let (Some(x), Some(dw)) = (as_f32(x), as_f32_mut(dw)) else { return false };
+        let in_size = geom.cin * geom.h * geom.w;
+        if geom.kw > 8 || k > SITE_ACCUMULATORS || x.len() != batch * in_size || dw.len() != geom.cout * k * geom.kw {
+            return false;
+        }
+        // Per chunk: each channel's `k` rows as whole vectors, lanes past `kw` unused.
+        let lanes = geom.cout * k * 8;
+        let mut partials = alloc::vec![0.0f32; batch.div_ceil(CHUNK_SAMPLES) * lanes];
+        for_rows(
+            &mut partials,
+            lanes,
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(xq, list, list32): &mut (Vec<f32>, Vec<(u32, T)>, Vec<(u32, f32)>), chunk, part| {
+                for s in chunk * CHUNK_SAMPLES..((chunk + 1) * CHUNK_SAMPLES).min(batch) {
+                    // Eight values of slack: a row's vector load may run past the last plane.
+                    xq.resize(geom.padded_len() + 8, 0.0);
+                    to_planes(&geom, &x[s * in_size..(s + 1) * in_size], xq);
+                    for (ch, acc) in part.chunks_exact_mut(k * 8).enumerate() {
+                        list.clear();
+                        sites(s, ch, list);
+                        if list.is_empty() {
+                            continue;
+                        }
+                        list32.clear();
+                        list32.extend(list.iter().map(|&(p, v)| (p, v.to_f64() as f32)));
+                        // SAFETY: `channels_last_geometry` checked AVX2 and FMA.
+                        unsafe { avx2::weight_grad_sites(&geom, xq, list32, acc) }
+                    }
+                }
+            },
+        );
+        // Back to `[Cout, Cin, kh, kw]`, the chunks added in order.
+        for part in partials.chunks_exact(lanes) {
+            for (row, acc) in dw.chunks_exact_mut(geom.kw).zip(part.chunks_exact(8)) {
+                row.iter_mut().zip(acc).for_each(|(d, &a)| *d += a);
+            }
+        }
+        true
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = (c, g, x, batch, sites, dw);
+        false
+    }
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod avx2 {
     use core::arch::x86_64::*;
@@ -325,6 +401,59 @@ mod avx2 {
                 }
                 ox += n;
             }
+        }
+    }
+
+    /// One sample and output channel of [`super::weight_grad_sites`]: `acc` holds the channel's
+    /// `Cin·kh` gradient rows as 8-lane vectors (lanes past `kw` collect values that are never
+    /// read), `xq` the sample's zero-padded planes `[Cin, Hp, Wp]` plus eight values of slack,
+    /// `sites` the `(position, cotangent)` pairs.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grad_sites(g: &SparseGeom, xq: &[f32], sites: &[(u32, f32)], acc: &mut [f32]) {
+        match g.cin * g.kh {
+            1 => sites_k::<1>(g, xq, sites, acc),
+            2 => sites_k::<2>(g, xq, sites, acc),
+            3 => sites_k::<3>(g, xq, sites, acc),
+            4 => sites_k::<4>(g, xq, sites, acc),
+            5 => sites_k::<5>(g, xq, sites, acc),
+            6 => sites_k::<6>(g, xq, sites, acc),
+            7 => sites_k::<7>(g, xq, sites, acc),
+            8 => sites_k::<8>(g, xq, sites, acc),
+            k => unreachable!("{k} gradient rows: the caller keeps at most eight"),
+        }
+    }
+
+    /// [`weight_grad_sites`] with `K = Cin·kh` rows.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sites_k<const K: usize>(g: &SparseGeom, xq: &[f32], sites: &[(u32, f32)], acc: &mut [f32]) {
+        let plane = g.hp * g.wp;
+        // Where row `k = ci·kh + ki` of a patch starts, from the patch's first value.
+        let mut offs = [0usize; K];
+        for (k, o) in offs.iter_mut().enumerate() {
+            *o = (k / g.kh) * plane + (k % g.kh) * g.dil_h * g.wp;
+        }
+        let ho = g.npos.checked_div(g.wo).unwrap_or(0);
+        assert!(
+            K == g.cin * g.kh
+                && acc.len() >= K * 8
+                && g.wo > 0
+                && sites.iter().all(|&(p, _)| (p as usize) < g.npos)
+                && ((ho.max(1) - 1) * g.stride[0] * g.wp + (g.wo - 1) * g.stride[1] + offs[K - 1] + 8 <= xq.len())
+        );
+        let mut a = [_mm256_setzero_ps(); K];
+        for (k, v) in a.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(acc.as_ptr().add(8 * k));
+        }
+        for &(p, d) in sites {
+            let (oy, ox) = (p as usize / g.wo, p as usize % g.wo);
+            let base = xq.as_ptr().add(oy * g.stride[0] * g.wp + ox * g.stride[1]);
+            let dv = _mm256_set1_ps(d);
+            for (v, &o) in a.iter_mut().zip(&offs) {
+                *v = _mm256_fmadd_ps(dv, _mm256_loadu_ps(base.add(o)), *v);
+            }
+        }
+        for (k, v) in a.iter().enumerate() {
+            _mm256_storeu_ps(acc.as_mut_ptr().add(8 * k), *v);
         }
     }
 
