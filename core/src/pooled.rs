@@ -212,21 +212,30 @@ impl<'a, T: Float> PooledCot<'a, T> {
     }
 
     /// The nonzero cotangents of channel `ch` of sample `s`'s expansion of `dp` (one row,
-    /// `pool size` values) as `(position in the channel's plane, value)` pairs in `out`
-    /// (cleared first): what [`scatter`](Self::scatter) would add at each winner.
-    pub fn channel_sites(&self, s: usize, dp: &[T], ch: usize, out: &mut Vec<(u32, T)>) {
-        out.clear();
+    /// `pool size` values): their positions in the channel's plane and their values replace the
+    /// contents of `positions` and `values`. What [`scatter`](Self::scatter) would add at each
+    /// winner, without the zeros.
+    pub fn channel_sites(&self, s: usize, dp: &[T], ch: usize, positions: &mut Vec<u32>, values: &mut Vec<T>) {
         let a = &self.arg[s * self.pool_size..(s + 1) * self.pool_size];
-        let outs = ch * self.pool_plane..(ch + 1) * self.pool_plane;
-        let plane = self.conv_size / (self.pool_size / self.pool_plane.max(1)).max(1);
+        let n = self.pool_plane;
+        let outs = ch * n..(ch + 1) * n;
+        let plane = self.conv_size / (self.pool_size / n.max(1)).max(1);
         let first = ch * plane;
         let dc = &dp[outs.clone()];
+        positions.clear();
+        positions.resize(n, 0);
+        values.clear();
+        values.resize(n, T::ZERO);
+        // Every window is written, and kept only when nonzero (no branch on the value).
+        let mut kept = 0;
         self.slopes.each(s, (self.conv_size, self.pool_size), a, outs, |j, i, f| {
             let v = dc[j] * f;
-            if v != T::ZERO {
-                out.push(((i - first) as u32, v));
-            }
+            positions[kept] = (i - first) as u32;
+            values[kept] = v;
+            kept += usize::from(v != T::ZERO);
         });
+        positions.truncate(kept);
+        values.truncate(kept);
     }
 
     /// Adds the convolution's bias gradient for the per-sample pooled cotangents `dps`

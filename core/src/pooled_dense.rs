@@ -114,8 +114,8 @@ impl<T: Float> Network<T> {
             pc.scatter(r / rows, &dp[r * pool_size..(r + 1) * pool_size], 1, 0..c.out_channels, e, clear);
         };
         // Narrow convolutions: only the winners' patches (most of the expansion is zero).
-        let sites = |r: usize, ch: usize, out: &mut Vec<(u32, T)>| {
-            pc.channel_sites(r / rows, &dp[r * pool_size..(r + 1) * pool_size], ch, out);
+        let sites = |r: usize, ch: usize, positions: &mut Vec<u32>, values: &mut Vec<T>| {
+            pc.channel_sites(r / rows, &dp[r * pool_size..(r + 1) * pool_size], ch, positions, values);
         };
         if dense_weight_grad_sites(c, &g, x, n_rows, &sites, weight) {
             return;

@@ -294,10 +294,14 @@ pub(crate) fn weight_grad_from<T: Float>(
 /// registers.
 const SITE_ACCUMULATORS: usize = 8;
 
-/// The sparse cotangents of one sample and output channel: `f(s, ch, out)` fills `out` with
-/// `(position, cotangent)` pairs (positions `oy·Wo + ox`, any order, repeats add up); the other
-/// positions' cotangents are zero.
-pub(crate) type ChannelSites<'a, T> = &'a (dyn Fn(usize, usize, &mut Vec<(u32, T)>) + Sync);
+/// The sparse cotangents of one sample and output channel: `f(s, ch, positions, values)`
+/// replaces the two lists' contents with the positions (`oy·Wo + ox`, any order, repeats add
+/// up) and their cotangents; the other positions' cotangents are zero.
+pub(crate) type ChannelSites<'a, T> = &'a (dyn Fn(usize, usize, &mut Vec<u32>, &mut Vec<T>) + Sync);
+
+/// Per worker of [`weight_grad_sites`]: a sample's padded planes, one channel's positions and
+/// cotangents.
+type SiteScratch<T> = (Vec<f32>, Vec<u32>, Vec<T>);
 
 /// `dw += Σ_s dW(x_s, dy_s)` for a narrow convolution whose cotangents are sparse (those of a
 /// pooled block: nonzero only at the pool's winners, and there only where the activation lets
@@ -327,26 +331,25 @@ pub(crate) fn weight_grad_sites<T: Float>(
         }
         // Per chunk: each channel's `k` rows as whole vectors, lanes past `kw` unused.
         let lanes = geom.cout * k * 8;
+        // Where each position's patch starts in the planes.
+        let starts: Vec<u32> = (0..geom.npos)
+            .map(|p| ((p / geom.wo) * geom.stride[0] * geom.wp + (p % geom.wo) * geom.stride[1]) as u32)
+            .collect();
         let mut partials = alloc::vec![0.0f32; batch.div_ceil(CHUNK_SAMPLES) * lanes];
         for_rows(
             &mut partials,
             lanes,
             || (Vec::new(), Vec::new(), Vec::new()),
-            |(xq, list, list32): &mut (Vec<f32>, Vec<(u32, T)>, Vec<(u32, f32)>), chunk, part| {
+            |(xq, positions, values): &mut SiteScratch<T>, chunk, part| {
                 for s in chunk * CHUNK_SAMPLES..((chunk + 1) * CHUNK_SAMPLES).min(batch) {
                     // Eight values of slack: a row's vector load may run past the last plane.
                     xq.resize(geom.padded_len() + 8, 0.0);
                     to_planes(&geom, &x[s * in_size..(s + 1) * in_size], xq);
                     for (ch, acc) in part.chunks_exact_mut(k * 8).enumerate() {
-                        list.clear();
-                        sites(s, ch, list);
-                        if list.is_empty() {
-                            continue;
-                        }
-                        list32.clear();
-                        list32.extend(list.iter().map(|&(p, v)| (p, v.to_f64() as f32)));
+                        sites(s, ch, positions, values);
+                        let values = as_f32(values).expect("the same type as the inputs");
                         // SAFETY: `channels_last_geometry` checked AVX2 and FMA.
-                        unsafe { avx2::weight_grad_sites(&geom, xq, list32, acc) }
+                        unsafe { avx2::weight_grad_sites(&geom, xq, &starts, positions, values, acc) }
                     }
                 }
             },
@@ -407,46 +410,64 @@ mod avx2 {
     /// One sample and output channel of [`super::weight_grad_sites`]: `acc` holds the channel's
     /// `Cin·kh` gradient rows as 8-lane vectors (lanes past `kw` collect values that are never
     /// read), `xq` the sample's zero-padded planes `[Cin, Hp, Wp]` plus eight values of slack,
-    /// `sites` the `(position, cotangent)` pairs.
+    /// `starts` where each position's patch starts in `xq`, `positions` and `values` the sites
+    /// and their cotangents.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weight_grad_sites(g: &SparseGeom, xq: &[f32], sites: &[(u32, f32)], acc: &mut [f32]) {
+    pub unsafe fn weight_grad_sites(
+        g: &SparseGeom,
+        xq: &[f32],
+        starts: &[u32],
+        positions: &[u32],
+        values: &[f32],
+        acc: &mut [f32],
+    ) {
+        let s = Sites { starts, positions, values };
         match g.cin * g.kh {
-            1 => sites_k::<1>(g, xq, sites, acc),
-            2 => sites_k::<2>(g, xq, sites, acc),
-            3 => sites_k::<3>(g, xq, sites, acc),
-            4 => sites_k::<4>(g, xq, sites, acc),
-            5 => sites_k::<5>(g, xq, sites, acc),
-            6 => sites_k::<6>(g, xq, sites, acc),
-            7 => sites_k::<7>(g, xq, sites, acc),
-            8 => sites_k::<8>(g, xq, sites, acc),
+            1 => sites_k::<1>(g, xq, s, acc),
+            2 => sites_k::<2>(g, xq, s, acc),
+            3 => sites_k::<3>(g, xq, s, acc),
+            4 => sites_k::<4>(g, xq, s, acc),
+            5 => sites_k::<5>(g, xq, s, acc),
+            6 => sites_k::<6>(g, xq, s, acc),
+            7 => sites_k::<7>(g, xq, s, acc),
+            8 => sites_k::<8>(g, xq, s, acc),
             k => unreachable!("{k} gradient rows: the caller keeps at most eight"),
         }
     }
 
+    /// The arguments of [`weight_grad_sites`] that describe the sites.
+    #[derive(Clone, Copy)]
+    struct Sites<'a> {
+        starts: &'a [u32],
+        positions: &'a [u32],
+        values: &'a [f32],
+    }
+
     /// [`weight_grad_sites`] with `K = Cin·kh` rows.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn sites_k<const K: usize>(g: &SparseGeom, xq: &[f32], sites: &[(u32, f32)], acc: &mut [f32]) {
+    unsafe fn sites_k<const K: usize>(g: &SparseGeom, xq: &[f32], sites: Sites<'_>, acc: &mut [f32]) {
         let plane = g.hp * g.wp;
         // Where row `k = ci·kh + ki` of a patch starts, from the patch's first value.
         let mut offs = [0usize; K];
         for (k, o) in offs.iter_mut().enumerate() {
             *o = (k / g.kh) * plane + (k % g.kh) * g.dil_h * g.wp;
         }
-        let ho = g.npos.checked_div(g.wo).unwrap_or(0);
         assert!(
             K == g.cin * g.kh
                 && acc.len() >= K * 8
-                && g.wo > 0
-                && sites.iter().all(|&(p, _)| (p as usize) < g.npos)
-                && ((ho.max(1) - 1) * g.stride[0] * g.wp + (g.wo - 1) * g.stride[1] + offs[K - 1] + 8 <= xq.len())
+                && sites.positions.len() == sites.values.len()
+                && sites.starts.len() == g.npos
         );
         let mut a = [_mm256_setzero_ps(); K];
         for (k, v) in a.iter_mut().enumerate() {
             *v = _mm256_loadu_ps(acc.as_ptr().add(8 * k));
         }
-        for &(p, d) in sites {
-            let (oy, ox) = (p as usize / g.wo, p as usize % g.wo);
-            let base = xq.as_ptr().add(oy * g.stride[0] * g.wp + ox * g.stride[1]);
+        // The farthest value a patch's vector loads reach from its start.
+        let reach = offs[K - 1] + 8;
+        for (&p, &d) in sites.positions.iter().zip(sites.values) {
+            let start = sites.starts[p as usize] as usize;
+            assert!(start + reach <= xq.len(), "a patch runs past the padded planes");
+            let base = xq.as_ptr().add(start);
             let dv = _mm256_set1_ps(d);
             for (v, &o) in a.iter_mut().zip(&offs) {
                 *v = _mm256_fmadd_ps(dv, _mm256_loadu_ps(base.add(o)), *v);
