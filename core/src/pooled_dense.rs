@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use crate::forward::Trace;
 use crate::kernels::conv::{self, ConvGeom};
-use crate::kernels::conv_sparse::{dense_weight_grad_from, dense_weight_grad_sites, CotSource, DirectConv};
+use crate::kernels::conv_sparse::{dense_weight_grad_from, dense_weight_grad_sites, CotSource, DirectConv, SiteConv};
 use crate::layer::{Conv2d, Layer};
 use crate::network::Network;
 use crate::parallel::for_rows;
@@ -23,6 +23,10 @@ use crate::tangent::winners;
 /// Samples per partial weight gradient of the portable path: fixed, so that the summation
 /// order does not depend on the thread count.
 const CHUNK_SAMPLES: usize = 32;
+
+/// Per worker of the site-by-site tangent: a sample's padded planes, and for one channel the
+/// windows whose slope is not zero, their winners, slopes and convolution values.
+type SiteTangentScratch<T> = (Vec<f32>, Vec<u32>, Vec<u32>, Vec<T>, Vec<f32>);
 
 impl<T: Float> Network<T> {
     /// The convolution of `block` and its geometry.
@@ -44,8 +48,44 @@ impl<T: Float> Network<T> {
         let slopes = Slopes::new(self, trace, block);
         let (in_size, conv_size, pool_size) = (c.in_channels * g.h * g.w, nodes[conv].size(), nodes[block.pool].size());
         let arg = winners(trace, block.pool, p, &nodes[block.act].shape, &nodes[block.pool].shape, block.act);
-        let direct = DirectConv::new(c, &g);
         let mut out = alloc::vec![T::ZERO; trace.batch() * rows * pool_size];
+        if let Some(sites) = SiteConv::new(c, &g) {
+            // Narrow convolutions: only at the winners whose slope is not zero.
+            let (cout, conv_plane) = (c.out_channels, conv_size / c.out_channels.max(1));
+            let pool_plane = pool_size / cout.max(1);
+            for_rows(
+                &mut out,
+                pool_size,
+                || (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |(xq, windows, positions, factors, dots): &mut SiteTangentScratch<T>, r, tr| {
+                    sites.planes(&tin[r * in_size..(r + 1) * in_size], xq);
+                    let s = r / rows;
+                    let a = &arg[s * pool_size..(s + 1) * pool_size];
+                    for ch in 0..cout {
+                        let outs = ch * pool_plane..(ch + 1) * pool_plane;
+                        windows.resize(pool_plane, 0);
+                        positions.resize(pool_plane, 0);
+                        factors.resize(pool_plane, T::ZERO);
+                        // Every window is written, and kept only when its slope is not zero.
+                        let mut kept = 0;
+                        slopes.each(s, (conv_size, pool_size), a, outs.clone(), |j, i, f| {
+                            windows[kept] = j as u32;
+                            positions[kept] = (i - ch * conv_plane) as u32;
+                            factors[kept] = f;
+                            kept += usize::from(f != T::ZERO);
+                        });
+                        dots.resize(kept, 0.0);
+                        sites.dots(xq, ch, &positions[..kept], dots);
+                        let trc = &mut tr[outs];
+                        for ((&j, &f), &d) in windows[..kept].iter().zip(&factors[..kept]).zip(dots.iter()) {
+                            trc[j as usize] = T::from_f64(d as f64) * f;
+                        }
+                    }
+                },
+            );
+            return out;
+        }
+        let direct = DirectConv::new(c, &g);
         for_rows(
             &mut out,
             pool_size,

@@ -30,6 +30,7 @@ mod narrow;
 pub(crate) use direct::{
     forward_rows as dense_forward_rows, weight_grad_from as dense_weight_grad_from,
     weight_grad_rows as dense_weight_grad_rows, weight_grad_sites as dense_weight_grad_sites, CotSource, DirectConv,
+    SiteConv,
 };
 
 use alloc::vec::Vec;

@@ -290,8 +290,7 @@ pub(crate) fn weight_grad_from<T: Float>(
     }
 }
 
-/// Most accumulators (`Cin·kh` rows of a channel's gradient) [`weight_grad_sites`] keeps in
-/// registers.
+/// Most weight rows (`Cin·kh` of an output channel) [`SiteConv`] keeps in registers.
 const SITE_ACCUMULATORS: usize = 8;
 
 /// The sparse cotangents of one sample and output channel: `f(s, ch, positions, values)`
@@ -303,14 +302,114 @@ pub(crate) type ChannelSites<'a, T> = &'a (dyn Fn(usize, usize, &mut Vec<u32>, &
 /// cotangents.
 type SiteScratch<T> = (Vec<f32>, Vec<u32>, Vec<T>);
 
-/// `dw += Σ_s dW(x_s, dy_s)` for a narrow convolution whose cotangents are sparse (those of a
-/// pooled block: nonzero only at the pool's winners, and there only where the activation lets
-/// them through): for each output channel, every `(position, cotangent)` pair that `sites`
-/// lists adds the cotangent times the position's patch to the channel's gradient, whose `Cin·kh`
-/// rows of `kw` weights stay in registers (one 8-lane vector each) while the pairs stream through.
-/// Partial sums over fixed chunks of samples, so the result does not depend on the thread count.
-/// Returns `false`, with `dw` untouched, where [`forward_rows`] would, or when the rows do not
-/// fit the registers (`kw > 8` or `Cin·kh >` [`SITE_ACCUMULATORS`]).
+/// A narrow convolution (`f32`, at most eight weights per kernel row and
+/// [`SITE_ACCUMULATORS`] rows per output channel) at listed output sites, one output channel at
+/// a time: for the pooled blocks of the paper network's first layer, whose passes need it only
+/// at the pool's winners. Each site's patch is `Cin·kh` rows of `kw` values in zero-padded
+/// planes `[Cin, Hp, Wp]`, one 8-lane vector each.
+pub(crate) struct SiteConv {
+    geom: SparseGeom,
+    /// Where each output position's patch starts in the planes.
+    starts: Vec<u32>,
+    /// Each output channel's `Cin·kh` weight rows as 8-lane vectors, zeros past `kw`.
+    rows: Vec<f32>,
+}
+
+impl SiteConv {
+    /// The kernels for `c` on `g`, or `None` where they do not apply (see the type's doc, and
+    /// where [`forward_rows`] would return `false`).
+    pub fn new<T: Float>(c: &Conv2d<T>, g: &ConvGeom) -> Option<Self> {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            let geom = channels_last_geometry(c, g)?;
+            let w = crate::kernels::tiles::avx2::as_f32(&c.weight)?;
+            let k = geom.cin * geom.kh;
+            if geom.kw > 8 || k > SITE_ACCUMULATORS || geom.wo == 0 {
+                return None;
+            }
+            let starts = (0..geom.npos)
+                .map(|p| ((p / geom.wo) * geom.stride[0] * geom.wp + (p % geom.wo) * geom.stride[1]) as u32)
+                .collect();
+            let mut rows = alloc::vec![0.0f32; geom.cout * k * 8];
+            for (row, ws) in rows.chunks_exact_mut(8).zip(w.chunks_exact(geom.kw)) {
+                row[..geom.kw].copy_from_slice(ws);
+            }
+            Some(SiteConv { geom, starts, rows })
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            let _ = (c, g);
+            None
+        }
+    }
+
+    /// Weight rows per output channel (`Cin·kh`).
+    fn k(&self) -> usize {
+        self.geom.cin * self.geom.kh
+    }
+
+    /// Input values per sample (`Cin·H·W`).
+    pub fn in_size(&self) -> usize {
+        self.geom.cin * self.geom.h * self.geom.w
+    }
+
+    /// One sample `x` (`[Cin, H, W]`, `f32`) in the padded planes the other methods read, plus
+    /// eight values of slack (a row's vector load may run past the last plane).
+    pub fn planes<T: Float>(&self, x: &[T], xq: &mut Vec<f32>) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            let x = crate::kernels::tiles::avx2::as_f32(x).expect("a SiteConv exists for f32 convolutions only");
+            xq.resize(self.geom.padded_len() + 8, 0.0);
+            to_planes(&self.geom, x, xq);
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            let _ = (x, xq);
+            unreachable!("SiteConv::new returns None on this target")
+        }
+    }
+
+    /// `out[i]` = output channel `ch` (without its bias) at `positions[i]`, for the sample whose
+    /// planes `xq` are.
+    pub fn dots(&self, xq: &[f32], ch: usize, positions: &[u32], out: &mut [f32]) {
+        assert!(out.len() == positions.len() && ch < self.geom.cout, "one output per position");
+        let k = self.k();
+        let w = &self.rows[ch * k * 8..(ch + 1) * k * 8];
+        // SAFETY: `new` checked AVX2 and FMA (`channels_last_geometry`).
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        unsafe {
+            avx2::site_dots(&self.geom, xq, &self.starts, w, positions, out)
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            let _ = (xq, w);
+            unreachable!("SiteConv::new returns None on this target")
+        }
+    }
+
+    /// `acc` (`Cin·kh` rows of 8 lanes) += `Σ_i values[i]·patch(positions[i])` for the sample
+    /// whose planes `xq` are: a weight gradient's share of one output channel.
+    pub fn add_patches(&self, xq: &[f32], positions: &[u32], values: &[f32], acc: &mut [f32]) {
+        // SAFETY: as above.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        unsafe {
+            avx2::weight_grad_sites(&self.geom, xq, &self.starts, positions, values, acc)
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            let _ = (xq, positions, values, acc);
+            unreachable!("SiteConv::new returns None on this target")
+        }
+    }
+}
+
+/// `dw += Σ_s dW(x_s, dy_s)` for a convolution that [`SiteConv`] handles, whose cotangents are
+/// sparse (those of a pooled block: nonzero only at the pool's winners, and there only where
+/// the activation lets them through): for each output channel, every listed site adds its
+/// cotangent times its patch to the channel's gradient rows, which stay in registers while the
+/// sites stream through. Partial sums over fixed chunks of samples, so the result does not
+/// depend on the thread count. Returns `false`, with `dw` untouched, where [`SiteConv::new`]
+/// gives `None`.
 pub(crate) fn weight_grad_sites<T: Float>(
     c: &Conv2d<T>,
     g: &ConvGeom,
@@ -322,19 +421,14 @@ pub(crate) fn weight_grad_sites<T: Float>(
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
-        let Some(geom) = channels_last_geometry(c, g) else { return false };
-        let k = geom.cin * geom.kh;
-        let (Some(x), Some(dw)) = (as_f32(x), as_f32_mut(dw)) else { return false };
-        let in_size = geom.cin * geom.h * geom.w;
-        if geom.kw > 8 || k > SITE_ACCUMULATORS || x.len() != batch * in_size || dw.len() != geom.cout * k * geom.kw {
+        let Some(sc) = SiteConv::new(c, g) else { return false };
+        let (k, kw, in_size) = (sc.k(), sc.geom.kw, sc.in_size());
+        let Some(dw) = as_f32_mut(dw) else { return false };
+        if x.len() != batch * in_size || dw.len() != sc.geom.cout * k * kw {
             return false;
         }
         // Per chunk: each channel's `k` rows as whole vectors, lanes past `kw` unused.
-        let lanes = geom.cout * k * 8;
-        // Where each position's patch starts in the planes.
-        let starts: Vec<u32> = (0..geom.npos)
-            .map(|p| ((p / geom.wo) * geom.stride[0] * geom.wp + (p % geom.wo) * geom.stride[1]) as u32)
-            .collect();
+        let lanes = sc.geom.cout * k * 8;
         let mut partials = alloc::vec![0.0f32; batch.div_ceil(CHUNK_SAMPLES) * lanes];
         for_rows(
             &mut partials,
@@ -342,21 +436,17 @@ pub(crate) fn weight_grad_sites<T: Float>(
             || (Vec::new(), Vec::new(), Vec::new()),
             |(xq, positions, values): &mut SiteScratch<T>, chunk, part| {
                 for s in chunk * CHUNK_SAMPLES..((chunk + 1) * CHUNK_SAMPLES).min(batch) {
-                    // Eight values of slack: a row's vector load may run past the last plane.
-                    xq.resize(geom.padded_len() + 8, 0.0);
-                    to_planes(&geom, &x[s * in_size..(s + 1) * in_size], xq);
+                    sc.planes(&x[s * in_size..(s + 1) * in_size], xq);
                     for (ch, acc) in part.chunks_exact_mut(k * 8).enumerate() {
                         sites(s, ch, positions, values);
-                        let values = as_f32(values).expect("the same type as the inputs");
-                        // SAFETY: `channels_last_geometry` checked AVX2 and FMA.
-                        unsafe { avx2::weight_grad_sites(&geom, xq, &starts, positions, values, acc) }
+                        sc.add_patches(xq, positions, as_f32(values).expect("the same type as the inputs"), acc);
                     }
                 }
             },
         );
         // Back to `[Cout, Cin, kh, kw]`, the chunks added in order.
         for part in partials.chunks_exact(lanes) {
-            for (row, acc) in dw.chunks_exact_mut(geom.kw).zip(part.chunks_exact(8)) {
+            for (row, acc) in dw.chunks_exact_mut(kw).zip(part.chunks_exact(8)) {
                 row.iter_mut().zip(acc).for_each(|(d, &a)| *d += a);
             }
         }
@@ -374,6 +464,7 @@ mod avx2 {
     use core::arch::x86_64::*;
 
     use super::{SparseGeom, TILE_CHANNELS, TILE_POSITIONS};
+    use crate::kernels::tiles::avx2::hsum;
 
     /// One sample: `xp` padded channels-last (`padded_len` values), `wt` from
     /// [`super::tiled_weights`], `y` `[Cout, Ho, Wo]`.
@@ -443,15 +534,93 @@ mod avx2 {
         values: &'a [f32],
     }
 
+    /// [`super::SiteConv::dots`]: `w` the channel's `Cin·kh` weight rows (8 lanes each, zeros
+    /// past `kw`); the loads are masked to `kw` lanes, so values beside a patch never enter.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn site_dots(g: &SparseGeom, xq: &[f32], starts: &[u32], w: &[f32], positions: &[u32], out: &mut [f32]) {
+        match g.cin * g.kh {
+            1 => dots_k::<1>(g, xq, starts, w, positions, out),
+            2 => dots_k::<2>(g, xq, starts, w, positions, out),
+            3 => dots_k::<3>(g, xq, starts, w, positions, out),
+            4 => dots_k::<4>(g, xq, starts, w, positions, out),
+            5 => dots_k::<5>(g, xq, starts, w, positions, out),
+            6 => dots_k::<6>(g, xq, starts, w, positions, out),
+            7 => dots_k::<7>(g, xq, starts, w, positions, out),
+            8 => dots_k::<8>(g, xq, starts, w, positions, out),
+            k => unreachable!("{k} weight rows: SiteConv keeps at most eight"),
+        }
+    }
+
+    /// [`site_dots`] with `K = Cin·kh` rows, four sites at a time (independent sums).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_k<const K: usize>(
+        g: &SparseGeom,
+        xq: &[f32],
+        starts: &[u32],
+        w: &[f32],
+        positions: &[u32],
+        out: &mut [f32],
+    ) {
+        let offs = row_offsets::<K>(g);
+        assert!(
+            K == g.cin * g.kh
+                && w.len() >= K * 8
+                && out.len() == positions.len()
+                && starts.len() == g.npos
+                && g.kw <= 8
+        );
+        let mask = _mm256_loadu_si256(LANE_MASKS[g.kw].as_ptr().cast());
+        let mut wv = [_mm256_setzero_ps(); K];
+        for (k, v) in wv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(w.as_ptr().add(8 * k));
+        }
+        // The farthest value a patch's (masked) loads reach from its start.
+        let reach = offs[K - 1] + g.kw;
+        let base = |p: u32| {
+            let start = starts[p as usize] as usize;
+            assert!(start + reach <= xq.len(), "a patch runs past the padded planes");
+            xq.as_ptr().add(start)
+        };
+        let mut quads = positions.chunks_exact(4);
+        let mut i = 0;
+        for q in quads.by_ref() {
+            let b = [base(q[0]), base(q[1]), base(q[2]), base(q[3])];
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (&o, &wk) in offs.iter().zip(&wv) {
+                for (a, &bp) in acc.iter_mut().zip(&b) {
+                    *a = _mm256_fmadd_ps(wk, _mm256_maskload_ps(bp.add(o), mask), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                out[i + j] = hsum(*a);
+            }
+            i += 4;
+        }
+        for &p in quads.remainder() {
+            let bp = base(p);
+            let mut a = _mm256_setzero_ps();
+            for (&o, &wk) in offs.iter().zip(&wv) {
+                a = _mm256_fmadd_ps(wk, _mm256_maskload_ps(bp.add(o), mask), a);
+            }
+            out[i] = hsum(a);
+            i += 1;
+        }
+    }
+
+    /// Where row `k = ci·kh + ki` of a patch starts in zero-padded planes, from the patch's
+    /// first value.
+    fn row_offsets<const K: usize>(g: &SparseGeom) -> [usize; K] {
+        let mut offs = [0usize; K];
+        for (k, o) in offs.iter_mut().enumerate() {
+            *o = (k / g.kh) * g.hp * g.wp + (k % g.kh) * g.dil_h * g.wp;
+        }
+        offs
+    }
+
     /// [`weight_grad_sites`] with `K = Cin·kh` rows.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sites_k<const K: usize>(g: &SparseGeom, xq: &[f32], sites: Sites<'_>, acc: &mut [f32]) {
-        let plane = g.hp * g.wp;
-        // Where row `k = ci·kh + ki` of a patch starts, from the patch's first value.
-        let mut offs = [0usize; K];
-        for (k, o) in offs.iter_mut().enumerate() {
-            *o = (k / g.kh) * plane + (k % g.kh) * g.dil_h * g.wp;
-        }
+        let offs = row_offsets::<K>(g);
         assert!(
             K == g.cin * g.kh
                 && acc.len() >= K * 8
