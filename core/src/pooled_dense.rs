@@ -4,7 +4,8 @@
 //!
 //! The block is still taken sample by sample: the convolution's tangents (or cotangents) of one
 //! sample live in a buffer of one sample's size, and only the pool's winners are read from it
-//! (or written to it). The full-size tangents and cotangents of the whole batch at the
+//! (or written to it); a narrow convolution (conv1) computes its tangents and weight gradient
+//! at the winners only ([`SiteConv`]). The full-size tangents and cotangents of the whole batch at the
 //! convolution and the activation (for the paper's network, 50 MB each per batch of 500 with
 //! one row), and the passes of the activation and pool layers over them, are never made.
 
@@ -40,7 +41,9 @@ impl<T: Float> Network<T> {
 
     /// The tangents at the pool of `block` (`[batch, rows, pool size]`, before any dropout
     /// mask on the pool) for the tangents `tin` (`[batch, rows, in]`) at the input of its
-    /// dense convolution: each row's convolution computed whole, then read at the winners.
+    /// dense convolution: each row's convolution computed whole, then read at the winners; a
+    /// narrow one that [`SiteConv`] handles (conv1) is computed at the winners whose slope is not
+    /// zero only.
     pub(crate) fn dense_pooled_tangent(&self, trace: &Trace<T>, block: &PooledBlock, tin: &[T], rows: usize) -> Vec<T> {
         let nodes = self.nodes();
         let (conv, c, g) = self.block_conv(block);
@@ -136,8 +139,9 @@ impl<T: Float> Network<T> {
     /// Adds to `weight` the weight gradient of the block's dense convolution for the inputs
     /// `x` (`[batch, rows, in]`: the tangents in a tangent pass, the node's input values with
     /// `rows = 1` in a plain backward pass) and the cotangents `dp` at the block's pool
-    /// (`[batch, rows, pool size]`) that `pc` expands. Partial sums over fixed chunks of
-    /// samples, so the result does not depend on the thread count.
+    /// (`[batch, rows, pool size]`) that `pc` expands (for a narrow convolution that
+    /// [`SiteConv`] handles, only the winners' patches with a nonzero cotangent). Partial sums
+    /// over fixed chunks of samples, so the result does not depend on the thread count.
     pub(crate) fn dense_pooled_weight_grad(
         &self,
         block: &PooledBlock,
