@@ -8,7 +8,7 @@ use crate::gemm::{dot, gemm, Mat};
 use crate::kernels::{conv, conv_sparse, elementwise, layout, pool};
 use crate::layer::Layer;
 use crate::network::{Network, Node};
-use crate::parallel::{for_row_blocks, for_rows, for_rows2};
+use crate::parallel::{for_row_blocks, for_rows, for_rows2, for_rows3};
 use crate::scalar::Float;
 
 /// Up to this many matrix rows, dense layers use matrix-vector products instead of a packed
@@ -44,12 +44,29 @@ struct Buffers<T> {
     /// `winners[id]`, for a max-pooling node: the flat input index that wins each window,
     /// `[stored, node size]` (found once here; every linear pass at this trace reuses it).
     winners: Vec<Option<Vec<usize>>>,
+    /// `elided[id]`: node `id`'s values were not kept (a training trace's activation inside a
+    /// convolution → activation → max pool chain, which no pass reads; see [`Kept::Training`]).
+    elided: Vec<bool>,
+}
+
+/// Which node values a forward pass keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kept {
+    /// The output's only (every other value is dropped once read).
+    Output,
+    /// Every node's, and the max pools' winners.
+    All,
+    /// Every node's but those of the activations in convolution → activation → max pool
+    /// chains ([`Network::fused_pool`]): the passes of a training step read the convolution's
+    /// values and the pool's values and winners there, never the activation's.
+    Training,
 }
 
 impl<T: Float> Trace<T> {
-    fn new(batch: usize, values: Vec<Vec<T>>, masks: Vec<Option<Vec<T>>>, winners: Vec<Option<Vec<usize>>>) -> Self {
-        let nodes = values.len();
-        Trace { batch, first: 0, stored: batch, nodes, buffers: Arc::new(Buffers { values, masks, winners }) }
+    fn new(batch: usize, run: Run<T>) -> Self {
+        let nodes = run.values.len();
+        let buffers = Buffers { values: run.values, masks: run.masks, winners: run.winners, elided: run.elided };
+        Trace { batch, first: 0, stored: batch, nodes, buffers: Arc::new(buffers) }
     }
 
     /// This trace's samples of a shared `[stored, size]` buffer (an empty one stays empty).
@@ -67,6 +84,7 @@ impl<T: Float> Trace<T> {
     /// The values of node `id`, `[batch, size]`.
     pub fn value(&self, id: usize) -> &[T] {
         assert!(id < self.nodes, "node {id} is not in this trace of {} nodes", self.nodes);
+        assert!(!self.buffers.elided[id], "node {id}'s values were not kept by this training trace");
         self.rows_of(&self.buffers.values[id])
     }
     /// The logits, `[batch, K]`.
@@ -132,6 +150,20 @@ impl<T: Float> Network<T> {
     ///
     /// Errors like [`trace`](Self::trace), and when a mask has the wrong length.
     pub fn trace_with_masks(&self, x: &[T], batch: usize, masks: Vec<Option<Vec<T>>>) -> Result<Trace<T>> {
+        self.checked_masks(&masks, batch)?;
+        Ok(Trace::new(batch, self.run(x, batch, Kept::All, masks)?))
+    }
+
+    /// [`trace_with_masks`](Self::trace_with_masks) for a training step: the same values,
+    /// masks and winners, except that the activations of convolution → activation → max pool
+    /// chains are not kept ([`Trace::value`] panics on them). The objective's passes never
+    /// read them; keeping them would write and sweep the largest buffers of the step.
+    pub(crate) fn training_trace(&self, x: &[T], batch: usize, masks: Vec<Option<Vec<T>>>) -> Result<Trace<T>> {
+        self.checked_masks(&masks, batch)?;
+        Ok(Trace::new(batch, self.run(x, batch, Kept::Training, masks)?))
+    }
+
+    fn checked_masks(&self, masks: &[Option<Vec<T>>], batch: usize) -> Result<()> {
         if masks.len() > self.nodes().len() {
             return Err(Error::DataLength { got: masks.len(), expected: self.nodes().len(), what: "dropout masks" });
         }
@@ -140,40 +172,63 @@ impl<T: Float> Network<T> {
                 check_input(m, batch, self.nodes()[id].size(), "dropout mask")?;
             }
         }
-        let (values, masks, winners) = self.run(x, batch, true, masks)?;
-        Ok(Trace::new(batch, values, masks, winners))
+        Ok(())
     }
 
     /// The logits `[batch, K]` of the batch `x` (`[batch, D]`, row-major).
     ///
     /// Errors when `x` does not hold `batch·D` values or contains NaN/infinity.
     pub fn forward(&self, x: &[T], batch: usize) -> Result<Vec<T>> {
-        let (mut values, _, _) = self.run(x, batch, false, Vec::new())?;
-        Ok(core::mem::take(&mut values[self.output()]))
+        let mut run = self.run(x, batch, Kept::Output, Vec::new())?;
+        Ok(core::mem::take(&mut run.values[self.output()]))
     }
 
-    /// The node values, the masks and the max pools' winners (found when `keep`: otherwise
-    /// values are dropped once read, and only the output's is kept).
-    #[allow(clippy::type_complexity)]
-    fn run(
-        &self,
-        x: &[T],
-        batch: usize,
-        keep: bool,
-        masks: Vec<Option<Vec<T>>>,
-    ) -> Result<(Vec<Vec<T>>, Vec<Option<Vec<T>>>, Vec<Option<Vec<usize>>>)> {
+    /// The node values, the masks, the max pools' winners (found unless `kept` is
+    /// [`Kept::Output`]: then values are dropped once read, and only the output's is kept) and
+    /// which values were not kept.
+    fn run(&self, x: &[T], batch: usize, kept: Kept, masks: Vec<Option<Vec<T>>>) -> Result<Run<T>> {
         check_input(x, batch, self.input_len(), "input batch")?;
+        let keep = kept != Kept::Output;
         let nodes = self.nodes();
         let live = self.live();
-        let mut remaining = self.consumers();
+        let consumers = self.consumers();
+        let mut remaining = consumers.clone();
         let mut values: Vec<Vec<T>> = alloc::vec![Vec::new(); nodes.len()];
         values[0] = x.to_vec();
         let mut winners: Vec<Option<Vec<usize>>> = alloc::vec![None; nodes.len()];
+        let mut elided = alloc::vec![false; nodes.len()];
+        let mut next = 1;
         for id in 1..nodes.len() {
-            if !live[id] {
+            if !live[id] || id < next {
                 continue;
             }
             let node = &nodes[id];
+            if let (true, Some((act, pool))) = (keep && batch > 1, self.fused_pool(id, &consumers, &masks)) {
+                // Sample by sample: each sample's convolution output is pooled while in cache.
+                let shapes =
+                    (nodes[node.inputs[0]].shape.as_slice(), node.shape.as_slice(), nodes[pool].shape.as_slice());
+                let (conv_values, mut pooled, arg) = conv_act_pool(
+                    &node.layer,
+                    &nodes[act].layer,
+                    &nodes[pool].layer,
+                    shapes,
+                    &values[node.inputs[0]],
+                    batch,
+                );
+                if kept == Kept::Training {
+                    elided[act] = true;
+                } else {
+                    values[act] = forward_node(&nodes[act], &[shapes.1], &[&conv_values], batch, true);
+                }
+                if let Some(Some(m)) = masks.get(pool) {
+                    pooled.iter_mut().zip(m).for_each(|(v, &k)| *v *= k);
+                }
+                values[id] = conv_values;
+                values[pool] = pooled;
+                winners[pool] = Some(arg);
+                next = pool + 1;
+                continue;
+            }
             let ins: Vec<&[T]> = node.inputs.iter().map(|&i| values[i].as_slice()).collect();
             let shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| nodes[i].shape.as_slice()).collect();
             let mut out = match (&node.layer, keep) {
@@ -198,8 +253,88 @@ impl<T: Float> Network<T> {
             }
             values[id] = out;
         }
-        Ok((values, masks, winners))
+        Ok(Run { values, masks, winners, elided })
     }
+
+    /// The activation and max pool `(conv + 1, conv + 2)` when node `conv` is a convolution
+    /// read only by a pointwise activation that is read only by a max pool, with no dropout
+    /// mask on the convolution or the activation: a chain the forward pass computes sample by
+    /// sample ([`conv_act_pool`]).
+    fn fused_pool(&self, conv: usize, consumers: &[usize], masks: &[Option<Vec<T>>]) -> Option<(usize, usize)> {
+        let nodes = self.nodes();
+        let (act, pool) = (conv + 1, conv + 2);
+        if pool >= nodes.len() {
+            return None;
+        }
+        let masked = |id: usize| matches!(masks.get(id), Some(Some(_)));
+        let pointwise = matches!(
+            nodes[act].layer,
+            Layer::Relu | Layer::LeakyRelu { .. } | Layer::Clip { .. } | Layer::Sigmoid | Layer::Tanh
+        );
+        let chain = matches!(nodes[conv].layer, Layer::Conv2d(_))
+            && pointwise
+            && matches!(nodes[pool].layer, Layer::MaxPool2d(_))
+            && nodes[act].inputs == [conv]
+            && nodes[pool].inputs == [act]
+            && consumers[conv] == 1
+            && consumers[act] == 1;
+        (chain && !masked(conv) && !masked(act)).then_some((act, pool))
+    }
+}
+
+/// What a forward pass produced: see [`Buffers`].
+struct Run<T> {
+    values: Vec<Vec<T>>,
+    masks: Vec<Option<Vec<T>>>,
+    winners: Vec<Option<Vec<usize>>>,
+    elided: Vec<bool>,
+}
+
+/// A convolution, a pointwise activation and a max pool over `batch` samples `x`, sample by
+/// sample: the convolution's values `[batch, conv size]`, the pool's `[batch, pool size]` and
+/// its winners, the same as the three layers one after the other give.
+fn conv_act_pool<T: Float>(
+    conv_layer: &Layer<T>,
+    act: &Layer<T>,
+    pool_layer: &Layer<T>,
+    shapes: (&[usize], &[usize], &[usize]),
+    x: &[T],
+    batch: usize,
+) -> (Vec<T>, Vec<T>, Vec<usize>) {
+    let (Layer::Conv2d(c), Layer::MaxPool2d(p)) = (conv_layer, pool_layer) else {
+        unreachable!("fused_pool checked the layer kinds")
+    };
+    let (in_shape, conv_shape, pool_shape) = shapes;
+    let g = conv::ConvGeom::new(in_shape, conv_shape);
+    let in_size: usize = in_shape.iter().product();
+    let conv_size: usize = conv_shape.iter().product();
+    let pool_size: usize = pool_shape.iter().product();
+    // The register-tiled kernel where `forward_node` would use it, im2col + gemm elsewhere.
+    let direct = conv_sparse::DirectConv::new(c, &g);
+    let mut values = alloc::vec![T::ZERO; batch * conv_size];
+    let mut pooled = alloc::vec![T::ZERO; batch * pool_size];
+    let mut arg = alloc::vec![0usize; batch * pool_size];
+    for_rows3(
+        &mut values,
+        conv_size,
+        &mut pooled,
+        pool_size,
+        &mut arg,
+        pool_size,
+        || (Vec::new(), Vec::new()),
+        |(xp, scratch), r, yc, yp, ya| {
+            let xr = &x[r * in_size..(r + 1) * in_size];
+            match &direct {
+                Some(d) => d.forward_sample(xr, c.bias.as_deref(), xp, yc),
+                None => conv::forward_row(c, &g, xr, yc, true, scratch),
+            }
+            match act {
+                Layer::Relu => pool::max_forward_of(p, conv_shape, pool_shape, yc, elementwise::relu, yp, Some(ya)),
+                _ => pool::max_forward_of(p, conv_shape, pool_shape, yc, |v| elementwise::value(act, v), yp, Some(ya)),
+            }
+        },
+    );
+    (values, pooled, arg)
 }
 
 /// Multiplies `rows` rows per sample of node values (`[batch, rows, size]`) by the sample's
@@ -406,7 +541,116 @@ mod tests {
 
     use crate::arch::Arch;
     use crate::train::Rng;
-    use crate::Network;
+    use crate::{Float, Layer, Network};
+
+    /// A network of conv → activation → max pool chains (narrow and wide convolutions, ReLU
+    /// and LeakyReLU, a plain 2×2 pool and a 3×3 stride-2 padded one, a dropout mask on a
+    /// pool) and a chain that must not be fused (a mask on its activation).
+    fn chained<T: Float>(rng: &mut Rng) -> (Network<T>, Vec<Option<Vec<T>>>, usize) {
+        use crate::{Conv2d, Dense, Pool2d};
+        let mut rand = |n: usize| -> Vec<T> { (0..n).map(|_| T::from_f64(rng.normal() * 0.3)).collect() };
+        let conv = |w: Vec<T>, b: Vec<T>, cin: usize, cout: usize| {
+            Layer::Conv2d(Conv2d {
+                weight: w,
+                bias: Some(b),
+                out_channels: cout,
+                in_channels: cin,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1; 4],
+                dilation: [1, 1],
+                groups: 1,
+            })
+        };
+        let pool = |k: usize, s: usize, pad: usize| {
+            Layer::MaxPool2d(Pool2d {
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [pad; 4],
+                count_include_pad: false,
+                ceil_mode: false,
+            })
+        };
+        let mut net = Network::<T>::new(&[2, 12, 12]).unwrap();
+        net.then("c1", conv(rand(4 * 2 * 9), rand(4), 2, 4)).unwrap();
+        net.then("a1", Layer::Relu).unwrap();
+        net.then("p1", pool(2, 2, 0)).unwrap();
+        net.then("c2", conv(rand(24 * 4 * 9), rand(24), 4, 24)).unwrap();
+        net.then("a2", Layer::LeakyRelu { alpha: T::from_f64(0.1) }).unwrap();
+        net.then("p2", pool(3, 2, 1)).unwrap();
+        net.then("c3", conv(rand(8 * 24 * 9), rand(8), 24, 8)).unwrap();
+        net.then("a3", Layer::Relu).unwrap();
+        net.then("p3", pool(2, 2, 0)).unwrap();
+        let flat = net.nodes().last().unwrap().size();
+        net.then("flatten", Layer::Reshape { shape: alloc::vec![flat] }).unwrap();
+        net.then("fc", Layer::Dense(Dense { weight: rand(3 * flat), bias: None, inputs: flat, outputs: 3 })).unwrap();
+        let batch = 5;
+        let mut masks: Vec<Option<Vec<T>>> = alloc::vec![None; net.nodes().len()];
+        for id in [6, 8] {
+            // Dropout on p2 (the chain stays fused) and on a3 (c3's chain does not).
+            masks[id] = Some((0..batch * net.nodes()[id].size()).map(|i| T::from_f64((i % 3) as f64)).collect());
+        }
+        (net, masks, batch)
+    }
+
+    /// Node by node, the way the forward pass runs a chain it does not fuse.
+    fn layer_by_layer<T: Float>(net: &Network<T>, x: &[T], batch: usize, masks: &[Option<Vec<T>>]) -> Vec<Vec<T>> {
+        let nodes = net.nodes();
+        let mut values = alloc::vec![x.to_vec()];
+        for node in &nodes[1..] {
+            let shapes = [nodes[node.inputs[0]].shape.as_slice()];
+            let mut out = super::forward_node(node, &shapes, &[&values[node.inputs[0]]], batch, true);
+            if let Some(Some(m)) = masks.get(values.len()) {
+                out.iter_mut().zip(m).for_each(|(v, &k)| *v *= k);
+            }
+            values.push(out);
+        }
+        values
+    }
+
+    /// The fused chains give every node's values, and the pools' winners, exactly as the
+    /// layers one after the other do (f32: the register-tiled convolution; f64: im2col), and a
+    /// training trace the same values but those of its fused activations.
+    #[test]
+    fn fused_convolution_activation_pool_chains_equal_the_layers_one_by_one() {
+        fn check<T: Float>() {
+            let mut rng = Rng::new(11);
+            let (net, masks, batch) = chained::<T>(&mut rng);
+            let consumers = net.consumers();
+            let fused: Vec<usize> =
+                (0..net.nodes().len()).filter(|&id| net.fused_pool(id, &consumers, &masks).is_some()).collect();
+            assert_eq!(fused, [1, 4], "c1 and c2 chains fuse; c3's has a masked activation");
+            let x: Vec<T> = (0..batch * net.input_len()).map(|_| T::from_f64(rng.uniform() - 0.3)).collect();
+            let reference = layer_by_layer(&net, &x, batch, &masks);
+            let all = net.trace_with_masks(&x, batch, masks.clone()).unwrap();
+            let training = net.training_trace(&x, batch, masks).unwrap();
+            for (id, want) in reference.iter().enumerate() {
+                assert_eq!(all.value(id), want.as_slice(), "values of node {id}");
+                if ![2, 5].contains(&id) {
+                    assert_eq!(training.value(id), want.as_slice(), "training values of node {id}");
+                }
+            }
+            for (pool, act) in [(3, 2), (6, 5), (9, 8)] {
+                let Layer::MaxPool2d(p) = &net.nodes()[pool].layer else { unreachable!() };
+                let (i, o) = (&net.nodes()[act].shape, &net.nodes()[pool].shape);
+                let want = crate::tangent::maxpool_argmax(p, i, o, &reference[act], batch);
+                assert_eq!(all.winners(pool).unwrap(), want.as_slice(), "winners of node {pool}");
+                assert_eq!(training.winners(pool).unwrap(), want.as_slice(), "training winners of node {pool}");
+            }
+        }
+        check::<f32>();
+        check::<f64>();
+    }
+
+    /// A training trace refuses to hand out the activations it did not keep.
+    #[test]
+    #[should_panic(expected = "not kept by this training trace")]
+    fn a_training_trace_panics_on_an_elided_activation() {
+        let mut rng = Rng::new(3);
+        let (net, masks, batch) = chained::<f32>(&mut rng);
+        let x = alloc::vec![0.5f32; batch * net.input_len()];
+        let _ = net.training_trace(&x, batch, masks).unwrap().value(2);
+    }
 
     /// Views of a trace (samples of samples, a prefix of them) read the same samples of the
     /// whole trace's values, dropout masks and max-pool winners, and a view's passes equal

@@ -50,6 +50,47 @@ where
     }
 }
 
+/// [`for_rows`] over three outputs at once, with per-worker scratch from `init`:
+/// `f(scratch, row_index, a_row, b_row, c_row)` for the `a_len`-, `b_len`- and `c_len`-sized
+/// chunks of `a`, `b` and `c` (the same number of rows in each).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn for_rows3<A, B, C, S, I, F>(
+    a: &mut [A],
+    a_len: usize,
+    b: &mut [B],
+    b_len: usize,
+    c: &mut [C],
+    c_len: usize,
+    init: I,
+    f: F,
+) where
+    A: Send,
+    B: Send,
+    C: Send,
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize, &mut [A], &mut [B], &mut [C]) + Sync + Send,
+{
+    if a_len == 0 || b_len == 0 || c_len == 0 || a.is_empty() {
+        return;
+    }
+    #[cfg(feature = "std")]
+    {
+        use rayon::prelude::*;
+        if a.len() / a_len > 1 && rayon::current_num_threads() > 1 {
+            a.par_chunks_mut(a_len)
+                .zip(b.par_chunks_mut(b_len))
+                .zip(c.par_chunks_mut(c_len))
+                .enumerate()
+                .for_each_init(init, |s, (i, ((x, y), z))| f(s, i, x, y, z));
+            return;
+        }
+    }
+    let mut s = init();
+    for (i, ((x, y), z)) in a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).zip(c.chunks_mut(c_len)).enumerate() {
+        f(&mut s, i, x, y, z);
+    }
+}
+
 /// Calls `f` on matching chunks of three mutable slices and one shared slice of the same
 /// length (elementwise updates such as an optimizer step), in parallel when threads are
 /// available. Each element is handled by exactly one call, so the result does not depend on

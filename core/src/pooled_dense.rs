@@ -96,7 +96,7 @@ impl<T: Float> Network<T> {
             |(scratch, xp, y): &mut (Vec<T>, Vec<f32>, Vec<T>), r, tr| {
                 let x = &tin[r * in_size..(r + 1) * in_size];
                 match &direct {
-                    Some(d) => d.forward_sample(x, xp, y),
+                    Some(d) => d.forward_sample(x, None, xp, y),
                     None => conv::forward_row(c, &g, x, y, false, scratch),
                 }
                 let s = r / rows;

@@ -109,8 +109,18 @@ pub(crate) fn derivative<T: Float>(layer: &Layer<T>, x: T) -> T {
 pub(crate) fn map_values<T: Float>(layer: &Layer<T>, x: &[T], out: &mut [T]) {
     let it = out.iter_mut().zip(x);
     match layer {
-        Layer::Relu => it.for_each(|(o, &v)| *o = if v > T::ZERO { v } else { T::ZERO }),
+        Layer::Relu => it.for_each(|(o, &v)| *o = relu(v)),
         _ => it.for_each(|(o, &v)| *o = value(layer, v)),
+    }
+}
+
+/// ReLU as [`map_values`] stores it (a select, so loops over it vectorise).
+#[inline(always)]
+pub(crate) fn relu<T: Float>(v: T) -> T {
+    if v > T::ZERO {
+        v
+    } else {
+        T::ZERO
     }
 }
 

@@ -69,18 +69,36 @@ pub(crate) fn max_forward<T: Float>(
     y: &mut [T],
     arg: Option<&mut [usize]>,
 ) {
-    if is_plain_2x2(p, inp, out) {
-        return max_forward_2x2(inp, x, y, arg);
-    }
-    max_forward_windows(p, inp, out, x, y, arg)
+    max_forward_of(p, inp, out, x, |v| v, y, arg)
 }
 
-/// [`max_forward`] through the general window walk (any kernel, stride and padding).
+/// [`max_forward`] of `act(x)` read from `x`: the values and winners of max pooling the
+/// pointwise activation `act` of `x` (first maximum of `act(x)` in scan order), without
+/// storing `act(x)`. `act` must be the function the activation layer applies, so that values
+/// and ties are exactly those of pooling its stored output.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn max_forward_of<T: Float>(
+    p: &Pool2d,
+    inp: &[usize],
+    out: &[usize],
+    x: &[T],
+    act: impl Fn(T) -> T,
+    y: &mut [T],
+    arg: Option<&mut [usize]>,
+) {
+    if is_plain_2x2(p, inp, out) {
+        return max_forward_2x2(inp, x, act, y, arg);
+    }
+    max_forward_windows(p, inp, out, x, act, y, arg)
+}
+
+/// [`max_forward_of`] through the general window walk (any kernel, stride and padding).
 fn max_forward_windows<T: Float>(
     p: &Pool2d,
     inp: &[usize],
     out: &[usize],
     x: &[T],
+    act: impl Fn(T) -> T,
     y: &mut [T],
     mut arg: Option<&mut [usize]>,
 ) {
@@ -88,9 +106,10 @@ fn max_forward_windows<T: Float>(
         let mut best = usize::MAX;
         let mut bv = T::ZERO;
         win.for_each(|i| {
-            if best == usize::MAX || x[i] > bv {
+            let v = act(x[i]);
+            if best == usize::MAX || v > bv {
                 best = i;
-                bv = x[i];
+                bv = v;
             }
         });
         y[o] = bv;
@@ -112,9 +131,9 @@ fn is_plain_2x2(p: &Pool2d, inp: &[usize], out: &[usize]) -> bool {
         && out[2] * 2 == inp[2]
 }
 
-/// [`max_forward`] for a plain 2×2 pool ([`is_plain_2x2`]), with the same winners: the first
-/// maximum in scan order (top-left, top-right, bottom-left, bottom-right).
-fn max_forward_2x2<T: Float>(inp: &[usize], x: &[T], y: &mut [T], mut arg: Option<&mut [usize]>) {
+/// [`max_forward_of`] for a plain 2×2 pool ([`is_plain_2x2`]), with the same winners: the
+/// first maximum in scan order (top-left, top-right, bottom-left, bottom-right).
+fn max_forward_2x2<T: Float>(inp: &[usize], x: &[T], act: impl Fn(T) -> T, y: &mut [T], mut arg: Option<&mut [usize]>) {
     let (c, h, w) = (inp[0], inp[1], inp[2]);
     let (ho, wo) = (h / 2, w / 2);
     for ch in 0..c {
@@ -124,11 +143,12 @@ fn max_forward_2x2<T: Float>(inp: &[usize], x: &[T], y: &mut [T], mut arg: Optio
             let o0 = (ch * ho + oy) * wo;
             for ox in 0..wo {
                 let cand = [top + 2 * ox, top + 2 * ox + 1, bottom + 2 * ox, bottom + 2 * ox + 1];
-                let (mut best, mut bv) = (cand[0], x[cand[0]]);
+                let (mut best, mut bv) = (cand[0], act(x[cand[0]]));
                 for &i in &cand[1..] {
-                    if x[i] > bv {
+                    let v = act(x[i]);
+                    if v > bv {
                         best = i;
-                        bv = x[i];
+                        bv = v;
                     }
                 }
                 y[o0 + ox] = bv;
@@ -211,7 +231,7 @@ mod tests {
         let (mut ya, mut yb) = ([0.0; 36], [0.0; 36]);
         let (mut aa, mut ab) = ([0usize; 36], [0usize; 36]);
         max_forward(&p, &inp, &out, &x, &mut ya, Some(&mut aa));
-        max_forward_windows(&p, &inp, &out, &x, &mut yb, Some(&mut ab));
+        max_forward_windows(&p, &inp, &out, &x, |v| v, &mut yb, Some(&mut ab));
         assert_eq!(ya, yb);
         assert_eq!(aa, ab);
         assert!(aa.iter().zip(&ya).all(|(&i, &v)| x[i] == v));

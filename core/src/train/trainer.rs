@@ -133,7 +133,7 @@ impl<T: Float> Trainer<T> {
             return Err(Error::DataLength { got: 0, expected: 1, what: "mini-batch samples" });
         }
         let masks = dropout_masks(net, &self.dropout, batch, &mut self.rng)?;
-        let trace = net.trace_with_masks(x, batch, masks)?;
+        let trace = net.training_trace(x, batch, masks)?;
         let step = self.steps + 1;
         if trace.logits().iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFiniteLoss { step, what: "logits" });

@@ -102,20 +102,22 @@ impl DirectConv {
         }
     }
 
-    /// `y = conv(x)` without the bias for one sample (`x`: `[Cin, H, W]`, `y`: `[Cout, Ho,
-    /// Wo]`, both of the `T` the kernel was made for); `xp` is scratch.
-    pub fn forward_sample<T: Float>(&self, x: &[T], xp: &mut Vec<f32>, y: &mut [T]) {
+    /// `y = conv(x) + bias` for one sample (`x`: `[Cin, H, W]`, `y`: `[Cout, Ho, Wo]`, `bias`:
+    /// `[Cout]` or none, all of the `T` the kernel was made for); `xp` is scratch. The same
+    /// values as [`forward_rows`] gives that sample.
+    pub fn forward_sample<T: Float>(&self, x: &[T], bias: Option<&[T]>, xp: &mut Vec<f32>, y: &mut [T]) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         {
             use crate::kernels::tiles::avx2::{as_f32, as_f32_mut};
             let (Some(x), Some(y)) = (as_f32(x), as_f32_mut(y)) else {
                 unreachable!("a DirectConv exists for f32 convolutions only")
             };
-            self.forward_f32(x, xp, None, y)
+            let bias = bias.map(|b| as_f32(b).expect("same type as the input"));
+            self.forward_f32(x, xp, bias, y)
         }
         #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
         {
-            let _ = (x, xp, y);
+            let _ = (x, bias, xp, y);
             unreachable!("DirectConv::new returns None on this target")
         }
     }
